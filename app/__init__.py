@@ -1,0 +1,3 @@
+"""ftgw, the fine-tuning gateway."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,34 @@
+"""ORM models for projects and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Enum, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.kit.orm import Base, PublicIdMixin, TimestampMixin
+
+
+class Role(StrEnum):
+    admin = "admin"  # manages projects and keys, and uses the API in its own project
+    member = "member"  # uses the API in its own project
+
+
+class Project(PublicIdMixin, TimestampMixin, Base):
+    __tablename__ = "projects"
+
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+
+
+class ApiKey(PublicIdMixin, TimestampMixin, Base):
+    __tablename__ = "api_keys"
+
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
+    # sha256 of the secret: keys are 238-bit random strings, so a fast hash is as strong as a slow one here.
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    redacted_value: Mapped[str] = mapped_column(String(32))
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)

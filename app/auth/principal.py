@@ -1,0 +1,110 @@
+"""Who is calling: the principal resolved from ``Authorization: Bearer <key>``, with a short-lived cache.
+
+Resolving a key costs a database round trip; the inference hot path must not pay it on every call, so a
+verified key is trusted for ``FTGW_AUTH_CACHE_SECONDS``. A revocation evicts the key from this process's cache at
+once; other processes see it when their entry expires.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.auth.keys import hash_secret
+from app.auth.models import Role
+from app.auth.repository import ApiKeyRepository
+from app.errors import AuthenticationFailed, PermissionDenied
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    project_id: str
+    key_id: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.admin
+
+
+class AuthCache:
+    def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, secret_hash: str) -> Principal | None:
+        entry = self._entries.get(secret_hash)
+        if entry is None:
+            return None
+        expires, principal = entry
+        if expires < time.monotonic():
+            self._entries.pop(secret_hash, None)
+            return None
+        return principal
+
+    def put(self, secret_hash: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[secret_hash] = (time.monotonic() + self.ttl, principal)
+
+    def evict_key(self, key_id: str) -> None:
+        for secret_hash, (_, principal) in list(self._entries.items()):
+            if principal.key_id == key_id:
+                self._entries.pop(secret_hash, None)
+
+
+_MISSING = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+
+
+def _bearer_secret(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise AuthenticationFailed(_MISSING, code="missing_api_key")
+    scheme, _, secret = header.partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret or " " in secret:
+        raise AuthenticationFailed(
+            "Malformed Authorization header: expected 'Bearer YOUR_KEY'.", code="invalid_authorization_header"
+        )
+    return secret
+
+
+async def resolve_principal(
+    secret: str, cache: AuthCache, sessionmaker: async_sessionmaker[AsyncSession]
+) -> Principal:
+    secret_hash = hash_secret(secret)
+    principal = cache.get(secret_hash)
+    if principal is not None:
+        return principal
+    async with sessionmaker() as session:
+        key = await ApiKeyRepository(session).get_active_by_hash(secret_hash)
+    if key is None:
+        raise AuthenticationFailed("Incorrect API key provided. The key is unknown or has been revoked.")
+    principal = Principal(project_id=key.project_id, key_id=key.id, role=key.role)
+    cache.put(secret_hash, principal)
+    return principal
+
+
+async def get_principal(request: Request) -> Principal:
+    state = request.app.state
+    return await resolve_principal(_bearer_secret(request), state.auth_cache, state.sessionmaker)
+
+
+async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if not principal.is_admin:
+        raise PermissionDenied("This endpoint needs an admin API key.")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+AdminDep = Annotated[Principal, Depends(get_admin)]

@@ -1,0 +1,70 @@
+"""The ``ftgw`` command: serve the gateway, apply migrations, write the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.config import Settings
+
+cli = typer.Typer(help="ftgw, the fine-tuning gateway.", no_args_is_help=True, add_completion=False)
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply database migrations up to the newest revision."""
+    from app.migrate import upgrade
+
+    settings = Settings()
+    settings.ensure_dirs()
+    upgrade(settings.resolved_database_url)
+    typer.echo(f"database at head: {settings.resolved_database_url}")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (FTGW_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (FTGW_PORT).")] = None,
+    migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")] = True,
+) -> None:
+    """Start the gateway (applies migrations first)."""
+    import uvicorn
+
+    settings = Settings()
+    if migrate_first:
+        migrate()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level,
+        proxy_headers=True,
+    )
+
+
+@cli.command()
+def openapi(
+    out: Annotated[Path, typer.Option(help="Where to write the document.")] = Path("openapi/openapi.json"),
+    check: Annotated[bool, typer.Option(help="Fail if the committed document differs instead of writing.")] = False,
+) -> None:
+    """Write (or --check) openapi/openapi.json from the app."""
+    from app.main import create_app
+
+    document = json.dumps(create_app(Settings()).openapi(), indent=2, sort_keys=False) + "\n"
+    if check:
+        if not out.exists() or out.read_text() != document:
+            typer.echo(f"{out} is out of date: run `ftgw openapi`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{out} is up to date")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(document)
+    typer.echo(f"wrote {out}")
+
+
+def main() -> None:
+    cli()

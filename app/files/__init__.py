@@ -1,0 +1,1 @@
+"""The OpenAI-compatible files API and the blob store behind it."""

@@ -1,0 +1,52 @@
+"""All SQL for the files table, always scoped to a project."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Select, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.files.models import FilePurpose, StoredFile
+from app.kit.pagination import Order, Page
+from app.kit.repository import keyset_page
+from app.kit.time import utcnow
+
+
+class FileRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @staticmethod
+    def _visible(project_id: str) -> Select[tuple[StoredFile]]:
+        now = utcnow()
+        return select(StoredFile).where(
+            StoredFile.project_id == project_id,
+            or_(StoredFile.expires_at.is_(None), StoredFile.expires_at > now),
+        )
+
+    async def get(self, project_id: str, file_id: str) -> StoredFile | None:
+        stmt = self._visible(project_id).where(StoredFile.id == file_id)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def add(self, file: StoredFile) -> StoredFile:
+        self.session.add(file)
+        await self.session.flush()
+        return file
+
+    async def delete(self, file: StoredFile) -> None:
+        await self.session.delete(file)
+        await self.session.flush()
+
+    async def page(
+        self, project_id: str, *, purpose: FilePurpose | None, limit: int, order: Order, after: str | None
+    ) -> Page[StoredFile]:
+        stmt = self._visible(project_id)
+        if purpose is not None:
+            stmt = stmt.where(StoredFile.purpose == purpose)
+        return await keyset_page(self.session, stmt, StoredFile, limit=limit, order=order, after=after)
+
+    async def expired(self, now: datetime, limit: int = 500) -> Sequence[StoredFile]:
+        stmt = select(StoredFile).where(StoredFile.expires_at <= now).limit(limit)
+        return (await self.session.execute(stmt)).scalars().all()

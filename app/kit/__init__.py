@@ -1,0 +1,1 @@
+"""Shared building blocks: ORM base, public ids, timestamps, cursor pagination, schema base."""
