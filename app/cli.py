@@ -68,3 +68,7 @@ def openapi(
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

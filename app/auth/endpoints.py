@@ -45,9 +45,7 @@ async def get_project(project_id: str, session: SessionDep, _: AdminDep) -> Proj
 
 
 @router.post("/{project_id}/api_keys", response_model=ApiKeyCreated)
-async def create_api_key(
-    project_id: str, body: ApiKeyCreate, session: SessionDep, _: AdminDep
-) -> ApiKeyCreated:
+async def create_api_key(project_id: str, body: ApiKeyCreate, session: SessionDep, _: AdminDep) -> ApiKeyCreated:
     """Create an API key in a project. The secret `value` is in this response only."""
     key, secret = await auth_service.create_key(session, project_id, name=body.name, role=body.role)
     return ApiKeyCreated.model_validate({**ApiKeyOut.model_validate(key).model_dump(), "value": secret})

@@ -79,9 +79,7 @@ def _bearer_secret(request: Request) -> str:
     return secret
 
 
-async def resolve_principal(
-    secret: str, cache: AuthCache, sessionmaker: async_sessionmaker[AsyncSession]
-) -> Principal:
+async def resolve_principal(secret: str, cache: AuthCache, sessionmaker: async_sessionmaker[AsyncSession]) -> Principal:
     secret_hash = hash_secret(secret)
     principal = cache.get(secret_hash)
     if principal is not None:

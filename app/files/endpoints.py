@@ -27,7 +27,13 @@ def get_blob_store(request: Request) -> BlobStore:
 BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]
 
 
-@router.post("", response_model=FileOut, openapi_extra={"requestBody": CREATE_FILE_REQUEST_BODY})
+# exclude_none: OpenAI leaves unset optional fields (expires_at, status_details) out of file objects.
+@router.post(
+    "",
+    response_model=FileOut,
+    response_model_exclude_none=True,
+    openapi_extra={"requestBody": CREATE_FILE_REQUEST_BODY},
+)
 async def create_file(request: Request, session: SessionDep, principal: PrincipalDep, store: BlobStoreDep) -> FileOut:
     """Upload a file (multipart `file` and `purpose`), streamed to disk and checksummed."""
     async with receive_form(request, store, request.app.state.settings.max_upload_bytes) as form:
@@ -35,7 +41,7 @@ async def create_file(request: Request, session: SessionDep, principal: Principa
     return FileOut.model_validate(record)
 
 
-@router.get("", response_model=ListResponse[FileOut])
+@router.get("", response_model=ListResponse[FileOut], response_model_exclude_none=True)
 async def list_files(
     session: SessionDep,
     principal: PrincipalDep,
@@ -51,7 +57,7 @@ async def list_files(
     return ListResponse.of([FileOut.model_validate(f) for f in page.items], page.has_more)
 
 
-@router.get("/{file_id}", response_model=FileOut)
+@router.get("/{file_id}", response_model=FileOut, response_model_exclude_none=True)
 async def retrieve_file(file_id: str, session: SessionDep, principal: PrincipalDep) -> FileOut:
     """Retrieve a file's metadata."""
     return FileOut.model_validate(await file_service.get(session, principal.project_id, file_id))

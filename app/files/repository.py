@@ -19,7 +19,7 @@ class FileRepository:
         self.session = session
 
     @staticmethod
-    def _visible(project_id: str) -> Select[tuple[StoredFile]]:
+    def _visible(project_id: str) -> Select[StoredFile]:
         now = utcnow()
         return select(StoredFile).where(
             StoredFile.project_id == project_id,

@@ -65,9 +65,7 @@ def _clean_filename(raw: str) -> str:
 
 
 class FileService:
-    async def create(
-        self, session: AsyncSession, store: BlobStore, project_id: str, form: ReceivedForm
-    ) -> StoredFile:
+    async def create(self, session: AsyncSession, store: BlobStore, project_id: str, form: ReceivedForm) -> StoredFile:
         if form.file is None:
             raise _missing("file")
         if "purpose" not in form.fields:
@@ -116,10 +114,14 @@ class FileService:
             wanted = FilePurpose(purpose) if purpose else None
         except ValueError:
             allowed = ", ".join(f"'{p.value}'" for p in FilePurpose)
-            raise InvalidRequest(f"'{purpose}' is not a purpose. Expected one of: {allowed}.", param="purpose") from None
+            raise InvalidRequest(
+                f"'{purpose}' is not a purpose. Expected one of: {allowed}.", param="purpose"
+            ) from None
         return await FileRepository(session).page(project_id, purpose=wanted, limit=limit, order=order, after=after)
 
-    async def content_path(self, session: AsyncSession, store: BlobStore, project_id: str, file_id: str) -> tuple[StoredFile, Path]:
+    async def content_path(
+        self, session: AsyncSession, store: BlobStore, project_id: str, file_id: str
+    ) -> tuple[StoredFile, Path]:
         record = await self.get(session, project_id, file_id)
         path = store.path(record.storage_key)
         if not path.is_file():

@@ -103,7 +103,8 @@ class _FormCollector:
             self._size += len(chunk)
             if self._size > self.max_file_bytes:
                 raise PayloadTooLarge(
-                    f"The file is larger than this gateway accepts ({self.max_file_bytes} bytes).", param="file"
+                    f"The file is larger than this gateway accepts ({self.max_file_bytes} bytes).",
+                    param="file",
                 )
             self._sink.write(chunk)
             self._hash.update(chunk)
@@ -116,7 +117,9 @@ class _FormCollector:
         if self._sink is not None:
             self._sink.close()
             self._sink = None
-            self.form.file = ReceivedFile(self.temp_paths[-1], self._filename or "upload", self._size, self._hash.hexdigest())
+            self.form.file = ReceivedFile(
+                self.temp_paths[-1], self._filename or "upload", self._size, self._hash.hexdigest()
+            )
         elif self._name is not None:
             try:
                 self.form.fields[self._name] = self._value.decode("utf-8")

@@ -15,7 +15,7 @@ M = TypeVar("M", bound=Any)
 
 async def keyset_page(
     session: AsyncSession,
-    stmt: Select[tuple[M]],
+    stmt: Select[M],
     model: type[M],
     *,
     limit: int,
@@ -41,5 +41,3 @@ async def keyset_page(
     ordering = (created.desc(), ident.desc()) if order is Order.desc else (created.asc(), ident.asc())
     rows = list((await session.execute(stmt.order_by(*ordering).limit(limit + 1))).scalars().all())
     return Page(items=rows[:limit], has_more=len(rows) > limit)
-
-

@@ -1,0 +1,21 @@
+# ftgw gateway image: `docker run -p 8000:8000 -v ftgw-data:/data ftgw`
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    FTGW_DATA_DIR=/data \
+    FTGW_HOST=0.0.0.0 \
+    FTGW_PORT=8000
+
+WORKDIR /srv/ftgw
+COPY pyproject.toml README.md alembic.ini ./
+COPY app ./app
+COPY migrations ./migrations
+RUN pip install -e . && useradd --create-home --uid 1000 ftgw && mkdir -p /data && chown ftgw /data
+
+USER ftgw
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,os;urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"FTGW_PORT\"]}/health')"
+CMD ["ftgw", "serve"]

@@ -1,0 +1,42 @@
+# ftgw: `make run` starts the gateway, `make test` runs every test. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test test-sqlite lint format migrate openapi bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(STAMP)  ## create/update the virtualenv
+
+run: $(STAMP)  ## migrate, then serve on FTGW_HOST:FTGW_PORT (127.0.0.1:8000)
+	$(BIN)/ftgw serve
+
+test: $(STAMP)  ## every test, on SQLite and on PostgreSQL
+	$(BIN)/pytest
+
+test-sqlite: $(STAMP)  ## quicker loop while developing: SQLite only
+	FTGW_TEST_BACKENDS=sqlite $(BIN)/pytest
+
+lint: $(STAMP)  ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+migrate: $(STAMP)  ## apply database migrations
+	$(BIN)/ftgw migrate
+
+openapi: $(STAMP)  ## regenerate openapi/openapi.json
+	$(BIN)/ftgw openapi
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

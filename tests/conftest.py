@@ -1,0 +1,162 @@
+"""Shared fixtures: a real database per backend (SQLite and PostgreSQL), a real gateway over HTTP, tenants.
+
+Every test that takes ``gateway`` runs once per backend: SQLite in a temp folder, and a PostgreSQL database that
+this run creates and drops. ``FTGW_TEST_BACKENDS=sqlite`` narrows the run while developing; CI runs both.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from openai import OpenAI
+
+from app.config import Settings
+from app.main import create_app
+from app.migrate import upgrade
+
+PG_ADMIN_URL = os.environ.get("FTGW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BACKENDS = [b for b in os.environ.get("FTGW_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
+BOOTSTRAP_KEY = "sk-ftgw-test-bootstrap-" + secrets.token_hex(8)
+TEST_MAX_UPLOAD_BYTES = 256 * 1024
+
+
+def _pg_url(database: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + database
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, migrated database of each backend, dropped after the run."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'ftgw.db'}"
+        upgrade(url)
+        yield url
+        return
+    name = f"ftgw_test_{secrets.token_hex(6)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = _pg_url(name)
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fresh_database_url(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Iterator[str]:
+    """An empty (unmigrated) database of the same backend as ``database_url``, for migration tests."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    name = f"ftgw_fresh_{secrets.token_hex(6)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _pg_url(name)
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class ServerThread:
+    """uvicorn serving an app on a free loopback port, in a thread of the test process: real HTTP."""
+
+    def __init__(self, app: object) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test gateway did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.sock.close()
+
+
+@dataclass
+class Gateway:
+    base_url: str
+    settings: Settings
+    admin_key: str
+
+    def http(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+
+    def openai(self, key: str) -> OpenAI:
+        return OpenAI(base_url=f"{self.base_url}/v1", api_key=key, max_retries=0, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def gateway(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    settings = Settings(
+        env="test",
+        data_dir=tmp_path_factory.mktemp("data"),
+        database_url=database_url,
+        bootstrap_key=BOOTSTRAP_KEY,
+        max_upload_bytes=TEST_MAX_UPLOAD_BYTES,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    server = ServerThread(create_app(settings))
+    server.start()
+    try:
+        yield Gateway(server.base_url, settings, BOOTSTRAP_KEY)
+    finally:
+        server.stop()
+
+
+@dataclass
+class Tenant:
+    project_id: str
+    key: str
+    client: OpenAI
+
+
+def make_tenant(gateway: Gateway, role: str = "member") -> Tenant:
+    with gateway.http(gateway.admin_key) as http:
+        project = http.post("/v1/projects", json={"name": f"p-{secrets.token_hex(6)}"})
+        project.raise_for_status()
+        project_id = project.json()["id"]
+        key = http.post(f"/v1/projects/{project_id}/api_keys", json={"name": "test", "role": role})
+        key.raise_for_status()
+    secret = key.json()["value"]
+    return Tenant(project_id, secret, gateway.openai(secret))
+
+
+@pytest.fixture
+def tenant(gateway: Gateway) -> Tenant:
+    """A new project with a member key: tests stay independent by living in their own tenant."""
+    return make_tenant(gateway)
+
+
+@pytest.fixture
+def other_tenant(gateway: Gateway) -> Tenant:
+    return make_tenant(gateway)

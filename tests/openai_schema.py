@@ -1,0 +1,27 @@
+"""Validate our wire objects against OpenAI's own OpenAPI schemas (../shared/reference/openai-openapi-subset.json)."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "openai-openapi-subset.json"
+
+
+@cache
+def _document() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(REFERENCE.read_text())
+    return document
+
+
+def assert_matches(instance: Any, schema_name: str) -> None:
+    """Fail with every violation if ``instance`` does not validate against OpenAI's ``schema_name``."""
+    document = _document()
+    assert schema_name in document["components"]["schemas"], schema_name
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": document["components"]}
+    errors = sorted(Draft202012Validator(schema).iter_errors(instance), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
