@@ -34,6 +34,8 @@ class Settings(BaseSettings):
         "A revocation is seen at once by the process that made it, by the others within this time.",
     )
 
+    purge_interval_seconds: float = Field(default=600, gt=0, description="How often expired files are purged.")
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.env == "production" and self.database_url is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -19,6 +21,7 @@ from app.db import commit, create_engine_from_url, create_sessionmaker
 from app.errors import ErrorResponse, install_error_handlers
 from app.files.endpoints import router as files_router
 from app.files.storage import BlobStore
+from app.files.tasks import purge_expired_forever
 from app.health.endpoints import router as health_router
 
 log = logging.getLogger("ftgw")
@@ -57,9 +60,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise RuntimeError(f"The database is not ready ({exc.orig}); run `ftgw migrate` first.") from exc
     if generated:
         announce_bootstrap_key(generated)
+    upkeep = asyncio.create_task(
+        purge_expired_forever(app.state.sessionmaker, store, settings.purge_interval_seconds), name="ftgw-upkeep"
+    )
     try:
         yield
     finally:
+        upkeep.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await upkeep
         await engine.dispose()
 
 

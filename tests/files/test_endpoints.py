@@ -276,3 +276,36 @@ def test_content_streams_large_files(tenant: Tenant) -> None:
         chunks = list(response.iter_bytes(8192))
     assert len(chunks) > 1
     assert b"".join(chunks) == payload.getvalue()
+
+
+async def test_expired_files_vanish_and_are_purged(gateway: Gateway, tenant: Tenant) -> None:
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from app.db import create_engine_from_url, create_sessionmaker
+    from app.files.models import StoredFile
+    from app.files.storage import BlobStore
+    from app.files.tasks import purge_expired_once
+    from app.kit.time import utcnow
+
+    keep = tenant.client.files.create(file=("keep.jsonl", JSONL), purpose="user_data")
+    gone = tenant.client.files.create(
+        file=("gone.jsonl", JSONL), purpose="user_data", expires_after={"anchor": "created_at", "seconds": 3600}
+    )
+    engine = create_engine_from_url(gateway.settings.resolved_database_url)
+    try:
+        async with engine.begin() as connection:
+            past = utcnow() - timedelta(seconds=1)
+            await connection.execute(sa.update(StoredFile).where(StoredFile.id == gone.id).values(expires_at=past))
+        with pytest.raises(openai.NotFoundError):
+            tenant.client.files.retrieve(gone.id)
+        assert [f.id for f in tenant.client.files.list()] == [keep.id]
+        assert gone.id in _blobs(gateway)
+
+        store = BlobStore(gateway.settings.files_dir, gateway.settings.tmp_dir)
+        assert await purge_expired_once(create_sessionmaker(engine), store) >= 1
+    finally:
+        await engine.dispose()
+    assert gone.id not in _blobs(gateway)
+    assert keep.id in _blobs(gateway)
