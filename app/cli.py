@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from app.config import Settings
+from app.datasets.cli import prepare_data_command
 
 cli = typer.Typer(help="ftgw, the fine-tuning gateway.", no_args_is_help=True, add_completion=False)
 
@@ -64,6 +65,9 @@ def openapi(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(document)
     typer.echo(f"wrote {out}")
+
+
+cli.command("prepare-data")(prepare_data_command)
 
 
 def main() -> None:

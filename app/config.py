@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     def tmp_dir(self) -> Path:
         return self.data_dir / "tmp"
 
+    @property
+    def tiktoken_dir(self) -> Path:
+        return self.data_dir / "tiktoken"
+
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.files_dir, self.tmp_dir):
             path.mkdir(parents=True, exist_ok=True)

@@ -17,12 +17,16 @@ from app.auth.endpoints import router as auth_router
 from app.auth.principal import AuthCache
 from app.auth.service import auth_service
 from app.config import Settings
+from app.datasets.endpoints import router as datasets_router
+from app.datasets.validation import UploadValidator
 from app.db import commit, create_engine_from_url, create_sessionmaker
 from app.errors import ErrorResponse, install_error_handlers
 from app.files.endpoints import router as files_router
 from app.files.storage import BlobStore
 from app.files.tasks import purge_expired_forever
 from app.health.endpoints import router as health_router
+from app.kit.tasks import TaskRunner
+from app.tokenizers import seed_tiktoken_cache
 
 log = logging.getLogger("ftgw")
 
@@ -47,7 +51,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.blob_store = store = BlobStore(settings.files_dir, settings.tmp_dir)
     app.state.auth_cache = AuthCache(settings.auth_cache_seconds)
+    app.state.tasks = runner = TaskRunner()
+    app.state.validator = validator = UploadValidator(app.state.sessionmaker, store, runner)
     store.sweep_temp()
+    # tiktoken would download its BPE files on first use; there is no internet, so seed its cache first.
+    await asyncio.to_thread(seed_tiktoken_cache, settings.tiktoken_dir)
     generated = None
     try:
         async with app.state.sessionmaker() as session:
@@ -60,6 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise RuntimeError(f"The database is not ready ({exc.orig}); run `ftgw migrate` first.") from exc
     if generated:
         announce_bootstrap_key(generated)
+    await validator.resume_pending()
     upkeep = asyncio.create_task(
         purge_expired_forever(app.state.sessionmaker, store, settings.purge_interval_seconds), name="ftgw-upkeep"
     )
@@ -69,6 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         upkeep.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await upkeep
+        await runner.shutdown()
         await engine.dispose()
 
 
@@ -85,4 +95,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(files_router)
+    app.include_router(datasets_router)
     return app

@@ -27,6 +27,11 @@ def run_migrations_online() -> None:
     engine = create_engine(_url(), poolclass=pool.NullPool)
     configure_engine(engine)
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Batch migrations rebuild SQLite tables (drop + copy); with foreign keys on, dropping a parent table
+            # would cascade-delete its children's rows. Checked again after the migration instead.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()  # end the autobegun transaction so Alembic's own one commits the migration
         context.configure(
             connection=connection,
             target_metadata=metadata,
@@ -35,6 +40,10 @@ def run_migrations_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+        if connection.dialect.name == "sqlite":
+            problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if problems:
+                raise RuntimeError(f"foreign key violations after migrating: {problems[:5]}")
     engine.dispose()
 
 

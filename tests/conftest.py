@@ -20,6 +20,7 @@ import psycopg
 import pytest
 import uvicorn
 from openai import OpenAI
+from openai.types import FileObject
 
 from app.config import Settings
 from app.main import create_app
@@ -160,3 +161,15 @@ def tenant(gateway: Gateway) -> Tenant:
 @pytest.fixture
 def other_tenant(gateway: Gateway) -> Tenant:
     return make_tenant(gateway)
+
+
+def wait_until_validated(client: OpenAI, file_id: str, timeout: float = 60) -> FileObject:
+    """Poll a fine-tune file until its background validation has finished."""
+    deadline = time.monotonic() + timeout
+    while True:
+        file = client.files.retrieve(file_id)
+        if file.status != "uploaded":
+            return file
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{file_id} still not validated after {timeout} s")
+        time.sleep(0.05)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 
 from app.auth.principal import PrincipalDep
+from app.datasets.validation import UploadValidator
 from app.db import SessionDep
 from app.files.schemas import CREATE_FILE_REQUEST_BODY, FileDeleted, FileOut
 from app.files.service import file_service
@@ -35,9 +36,12 @@ BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]
     openapi_extra={"requestBody": CREATE_FILE_REQUEST_BODY},
 )
 async def create_file(request: Request, session: SessionDep, principal: PrincipalDep, store: BlobStoreDep) -> FileOut:
-    """Upload a file (multipart `file` and `purpose`), streamed to disk and checksummed."""
+    """Upload a file (multipart `file` and `purpose`), streamed to disk; fine-tune files are then validated."""
     async with receive_form(request, store, request.app.state.settings.max_upload_bytes) as form:
         record = await file_service.create(session, store, principal.project_id, form)
+    validator: UploadValidator = request.app.state.validator
+    if validator.wants(record):
+        validator.schedule(session, record)
     return FileOut.model_validate(record)
 
 

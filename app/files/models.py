@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import BigInteger, Enum, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, Enum, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.kit.orm import Base, PublicIdMixin, TimestampMixin
@@ -58,3 +59,7 @@ class StoredFile(PublicIdMixin, TimestampMixin, Base):
     status_details: Mapped[str | None] = mapped_column(Text, default=None)
     expires_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
     storage_key: Mapped[str] = mapped_column(String(256))
+    # The file this one was prepared from (``POST /v1/datasets/{id}/prepare``); the source is never modified.
+    source_file_id: Mapped[str | None] = mapped_column(ForeignKey("files.id", ondelete="SET NULL"), default=None)
+    # The upload validation's summary (format, example count, first errors) for fine-tune files.
+    validation: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

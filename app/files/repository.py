@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.files.models import FilePurpose, StoredFile
+from app.files.models import FilePurpose, FileStatus, StoredFile
 from app.kit.pagination import Order, Page
 from app.kit.repository import keyset_page
 from app.kit.time import utcnow
@@ -50,3 +50,13 @@ class FileRepository:
     async def expired(self, now: datetime, limit: int = 500) -> Sequence[StoredFile]:
         stmt = select(StoredFile).where(StoredFile.expires_at <= now).limit(limit)
         return (await self.session.execute(stmt)).scalars().all()
+
+    async def pending_validation(self, limit: int = 10_000) -> list[tuple[str, str]]:
+        """(project_id, file_id) of fine-tune files still waiting for validation, across projects (upkeep only)."""
+        stmt = (
+            select(StoredFile.project_id, StoredFile.id)
+            .where(StoredFile.status == FileStatus.uploaded, StoredFile.purpose == FilePurpose.fine_tune)
+            .order_by(StoredFile.created_at)
+            .limit(limit)
+        )
+        return [(row.project_id, row.id) for row in await self.session.execute(stmt)]

@@ -18,6 +18,7 @@ class FileOut(Schema):
     purpose: FilePurpose
     status: FileStatus
     status_details: str | None = None
+    source_file_id: str | None = None  # ftgw: the file this one was prepared from
 
 
 class FileDeleted(Schema):

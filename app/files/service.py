@@ -74,23 +74,53 @@ class FileService:
         expiry = _expiry_seconds(form.fields)
         if form.file.bytes == 0:
             raise InvalidRequest("The uploaded file is empty.", param="file", code="empty_file")
+        return await self.store_blob(
+            session,
+            store,
+            project_id,
+            temp_path=form.file.temp_path,
+            filename=form.file.filename,
+            purpose=purpose,
+            size=form.file.bytes,
+            sha256=form.file.sha256,
+            expires_in=expiry,
+        )
 
+    async def store_blob(
+        self,
+        session: AsyncSession,
+        store: BlobStore,
+        project_id: str,
+        *,
+        temp_path: Path,
+        filename: str,
+        purpose: FilePurpose,
+        size: int,
+        sha256: str,
+        expires_in: int | None = None,
+        source_file_id: str | None = None,
+    ) -> StoredFile:
+        """Move a finished temp file into place and record it: the blob first, the row after.
+
+        Fine-tune files start ``uploaded`` (validation follows); everything else is ``processed`` at once.
+        """
         file_id = new_id("file")
         key = f"{project_id}/{file_id}"
-        store.put(form.file.temp_path, key)
+        store.put(temp_path, key)
         after_rollback(session, lambda: store.delete(key))
         now = utcnow()
         record = StoredFile(
             id=file_id,
             project_id=project_id,
-            filename=_clean_filename(form.file.filename),
+            filename=_clean_filename(filename),
             purpose=purpose,
-            bytes=form.file.bytes,
-            sha256=form.file.sha256,
-            status=FileStatus.processed,
+            bytes=size,
+            sha256=sha256,
+            status=FileStatus.uploaded if purpose is FilePurpose.fine_tune else FileStatus.processed,
             created_at=now,
-            expires_at=now + timedelta(seconds=expiry) if expiry else None,
+            expires_at=now + timedelta(seconds=expires_in) if expires_in else None,
             storage_key=key,
+            source_file_id=source_file_id,
         )
         return await FileRepository(session).add(record)
 

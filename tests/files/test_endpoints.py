@@ -9,7 +9,7 @@ import socket
 import openai
 import pytest
 
-from tests.conftest import TEST_MAX_UPLOAD_BYTES, Gateway, Tenant
+from tests.conftest import TEST_MAX_UPLOAD_BYTES, Gateway, Tenant, wait_until_validated
 from tests.openai_schema import assert_matches
 
 JSONL = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
@@ -24,19 +24,20 @@ def _temps(gateway: Gateway) -> list[str]:
 
 
 def test_upload_retrieve_download_delete(gateway: Gateway, tenant: Tenant) -> None:
-    created = tenant.client.files.create(file=("train.jsonl", JSONL * 3), purpose="fine-tune")
+    created = tenant.client.files.create(file=("train.jsonl", JSONL * 10), purpose="fine-tune")
 
     assert created.id.startswith("file-") and len(created.id) > 20
     assert (created.object, created.filename, created.purpose, created.bytes) == (
         "file",
         "train.jsonl",
         "fine-tune",
-        len(JSONL) * 3,
+        len(JSONL) * 10,
     )
-    assert created.status == "processed"
-    fetched = tenant.client.files.retrieve(created.id)
-    assert fetched.model_dump() == created.model_dump()
-    assert tenant.client.files.content(created.id).content == JSONL * 3
+    assert created.status == "uploaded"  # validation runs in the background
+    fetched = wait_until_validated(tenant.client, created.id)
+    assert fetched.status == "processed"
+    assert fetched.model_dump() == {**created.model_dump(), "status": "processed"}
+    assert tenant.client.files.content(created.id).content == JSONL * 10
     assert created.id in _blobs(gateway)
 
     deleted = tenant.client.files.delete(created.id)
