@@ -10,6 +10,7 @@ import typer
 
 from app.config import Settings
 from app.datasets.cli import prepare_data_command
+from app.ftcli import fine_tunes
 
 cli = typer.Typer(help="ftgw, the fine-tuning gateway.", no_args_is_help=True, add_completion=False)
 
@@ -68,6 +69,19 @@ def openapi(
 
 
 cli.command("prepare-data")(prepare_data_command)
+cli.add_typer(fine_tunes, name="fine-tunes")
+
+
+@cli.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, help="Jobs trained at once by this process.")] = 1,
+) -> None:
+    """Run standalone worker(s): claim queued jobs from the shared database and data folder, and train them."""
+    import asyncio
+
+    from app.worker.standalone import run_workers
+
+    asyncio.run(run_workers(Settings(), concurrency))
 
 
 def main() -> None:

@@ -6,10 +6,27 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
+
+
+class UpstreamProviderConfig(BaseModel):
+    """An OpenAI-compatible service that trains (and serves) some models for ftgw, through the openai SDK."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Our name for it, e.g. 'openai'.")
+    base_url: str = Field(description="Its API root, e.g. https://api.openai.com/v1.")
+    api_key_env: str = Field(description="The environment variable that holds its API key.")
+    models: dict[str, str] = Field(description="Base models it trains: our id -> its id (a list means same ids).")
+    timeout_seconds: float = Field(default=60, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    poll_seconds: float = Field(default=5, gt=0, description="How often a running upstream job is mirrored.")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _list_means_same_ids(cls, value: object) -> object:
+        return {name: name for name in value} if isinstance(value, list) else value
 
 
 class Settings(BaseSettings):
@@ -34,6 +51,25 @@ class Settings(BaseSettings):
         "A revocation is seen at once by the process that made it, by the others within this time.",
     )
 
+    # Workers
+    embedded_worker: bool = Field(default=True, description="`ftgw serve` also runs a worker in-process.")
+    worker_lease_seconds: float = Field(default=30, gt=0, description="A silent worker loses its job after this.")
+    worker_heartbeat_seconds: float = Field(default=3, gt=0)
+    worker_poll_seconds: float = Field(default=1, gt=0)
+    worker_max_attempts: int = Field(default=3, ge=1, description="Claims of one job before it is failed.")
+    # Local models
+    model_cache_dir: Path | None = Field(default=None, description="Converted base models; default data_dir/models.")
+    local_models_dir: Path | None = Field(default=None, description="Extra local base models, one per subfolder.")
+    test_models: bool = Field(default=False, description="Offer the tiny test model (tiny-smollm2).")
+
+    providers: list[UpstreamProviderConfig] = Field(
+        default_factory=list, description="Upstream providers, as JSON in FTGW_PROVIDERS."
+    )
+    # Webhooks
+    webhook_backoff_seconds: float = Field(default=5, gt=0, description="First retry delay; doubles each time.")
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_timeout_seconds: float = Field(default=10, gt=0)
+
     purge_interval_seconds: float = Field(default=600, gt=0, description="How often expired files are purged.")
 
     @model_validator(mode="after")
@@ -56,6 +92,14 @@ class Settings(BaseSettings):
     @property
     def tmp_dir(self) -> Path:
         return self.data_dir / "tmp"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def models_cache(self) -> Path:
+        return self.model_cache_dir or self.data_dir / "models"
 
     @property
     def tiktoken_dir(self) -> Path:

@@ -1,4 +1,4 @@
-"""The application factory: settings, engine, blob store and bootstrap wired in the lifespan; routers; errors."""
+"""The application factory: settings, engine, blob store, providers, workers wired in the lifespan; routers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
@@ -24,9 +25,17 @@ from app.errors import ErrorResponse, install_error_handlers
 from app.files.endpoints import router as files_router
 from app.files.storage import BlobStore
 from app.files.tasks import purge_expired_forever
+from app.fine_tuning.endpoints import router as jobs_router
+from app.fine_tuning.events import DISPATCH_WAKEUP
 from app.health.endpoints import router as health_router
 from app.kit.tasks import TaskRunner
+from app.kit.time import unix, utcnow
+from app.providers.setup import build_providers
+from app.registry.endpoints import router as models_router
 from app.tokenizers import seed_tiktoken_cache
+from app.webhooks.endpoints import router as webhooks_router
+from app.webhooks.service import Dispatcher
+from app.worker.runner import Worker
 
 log = logging.getLogger("ftgw")
 
@@ -42,20 +51,8 @@ def announce_bootstrap_key(secret: str) -> None:
     )
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def bootstrap(app: FastAPI) -> None:
     settings: Settings = app.state.settings
-    settings.ensure_dirs()
-    engine = create_engine_from_url(settings.resolved_database_url)
-    app.state.engine = engine
-    app.state.sessionmaker = create_sessionmaker(engine)
-    app.state.blob_store = store = BlobStore(settings.files_dir, settings.tmp_dir)
-    app.state.auth_cache = AuthCache(settings.auth_cache_seconds)
-    app.state.tasks = runner = TaskRunner()
-    app.state.validator = validator = UploadValidator(app.state.sessionmaker, store, runner)
-    store.sweep_temp()
-    # tiktoken would download its BPE files on first use; there is no internet, so seed its cache first.
-    await asyncio.to_thread(seed_tiktoken_cache, settings.tiktoken_dir)
     generated = None
     try:
         async with app.state.sessionmaker() as session:
@@ -64,20 +61,57 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except IntegrityError:
         log.info("another process bootstrapped the database first")
     except (OperationalError, ProgrammingError) as exc:
-        await engine.dispose()
         raise RuntimeError(f"The database is not ready ({exc.orig}); run `ftgw migrate` first.") from exc
     if generated:
         announce_bootstrap_key(generated)
-    await validator.resume_pending()
-    upkeep = asyncio.create_task(
-        purge_expired_forever(app.state.sessionmaker, store, settings.purge_interval_seconds), name="ftgw-upkeep"
-    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    settings.ensure_dirs()
+    app.state.started_at = unix(utcnow())
+    engine = create_engine_from_url(settings.resolved_database_url)
+    app.state.engine = engine
+    app.state.worker_wakeup = asyncio.Event()
+    dispatch_wakeup = asyncio.Event()
+    app.state.sessionmaker = sessionmaker = create_sessionmaker(engine, info={DISPATCH_WAKEUP: dispatch_wakeup})
+    app.state.blob_store = store = BlobStore(settings.files_dir, settings.tmp_dir)
+    app.state.auth_cache = AuthCache(settings.auth_cache_seconds)
+    app.state.tasks = runner = TaskRunner()
+    app.state.validator = validator = UploadValidator(sessionmaker, store, runner)
+    app.state.providers = providers = build_providers(settings)
+    store.sweep_temp()
+    background: list[asyncio.Task[None]] = []
     try:
+        # tiktoken would download its BPE files on first use; there is no internet, so seed its cache first.
+        await asyncio.to_thread(seed_tiktoken_cache, settings.tiktoken_dir)
+        await bootstrap(app)
+        await validator.resume_pending()
+
+        def start(coro: Coroutine[Any, Any, None], name: str) -> None:
+            background.append(asyncio.create_task(coro, name=name))
+
+        start(purge_expired_forever(sessionmaker, store, settings.purge_interval_seconds), "ftgw-upkeep")
+        dispatcher = Dispatcher(
+            sessionmaker,
+            backoff_seconds=settings.webhook_backoff_seconds,
+            max_attempts=settings.webhook_max_attempts,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            wakeup=dispatch_wakeup,
+        )
+        start(dispatcher.run_forever(), "ftgw-webhooks")
+        if settings.embedded_worker:
+            worker = Worker(settings, sessionmaker, store, providers, wakeup=app.state.worker_wakeup)
+            app.state.worker = worker
+            start(worker.run_forever(), "ftgw-worker")
         yield
     finally:
-        upkeep.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await upkeep
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await runner.shutdown()
         await engine.dispose()
 
@@ -92,8 +126,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or Settings()
     install_error_handlers(app)
-    app.include_router(health_router)
-    app.include_router(auth_router)
-    app.include_router(files_router)
-    app.include_router(datasets_router)
+    for router in (
+        health_router,
+        auth_router,
+        files_router,
+        datasets_router,
+        jobs_router,
+        models_router,
+        webhooks_router,
+    ):
+        app.include_router(router)
     return app

@@ -3,8 +3,23 @@
 from app.auth.models import ApiKey, Project
 from app.datasets.models import StoredReport
 from app.files.models import StoredFile
+from app.fine_tuning.models import FineTuningJob, JobCheckpoint, JobEvent
 from app.kit.orm import Base
+from app.registry.models import FineTunedModel
+from app.webhooks.models import Webhook, WebhookDelivery
 
 metadata = Base.metadata
 
-__all__ = ["ApiKey", "Project", "StoredFile", "StoredReport", "metadata"]
+__all__ = [
+    "ApiKey",
+    "FineTunedModel",
+    "FineTuningJob",
+    "JobCheckpoint",
+    "JobEvent",
+    "Project",
+    "StoredFile",
+    "StoredReport",
+    "Webhook",
+    "WebhookDelivery",
+    "metadata",
+]

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,11 +57,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def fresh_database_url(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Iterator[str]:
-    """An empty (unmigrated) database of the same backend as ``database_url``, for migration tests."""
-    if database_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+@contextmanager
+def new_database(like: str, folder: Path) -> Iterator[str]:
+    """An empty (unmigrated) database of the same backend as ``like``, dropped afterwards."""
+    if like.startswith("sqlite"):
+        yield f"sqlite:///{folder / f'db-{secrets.token_hex(4)}.db'}"
         return
     name = f"ftgw_fresh_{secrets.token_hex(6)}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
@@ -70,6 +71,13 @@ def fresh_database_url(request: pytest.FixtureRequest, database_url: str, tmp_pa
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fresh_database_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """An empty (unmigrated) database of the same backend as ``database_url``, for migration tests."""
+    with new_database(database_url, tmp_path) as url:
+        yield url
 
 
 class ServerThread:
@@ -117,21 +125,59 @@ class Gateway:
 
 
 @pytest.fixture(scope="session")
-def gateway(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    settings = Settings(
-        env="test",
-        data_dir=tmp_path_factory.mktemp("data"),
-        database_url=database_url,
-        bootstrap_key=BOOTSTRAP_KEY,
-        max_upload_bytes=TEST_MAX_UPLOAD_BYTES,
-        _env_file=None,  # type: ignore[call-arg]
-    )
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Converted base models, built once: FTGW_TEST_MODEL_CACHE keeps them across runs (SmolLM2 takes ~20 s)."""
+    configured = os.environ.get("FTGW_TEST_MODEL_CACHE")
+    return Path(configured) if configured else tmp_path_factory.mktemp("models")
+
+
+def gateway_settings(database_url: str, data_dir: Path, model_cache: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "env": "test",
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "bootstrap_key": BOOTSTRAP_KEY,
+        "max_upload_bytes": TEST_MAX_UPLOAD_BYTES,
+        "model_cache_dir": model_cache,
+        "test_models": True,
+        # The API gateway trains nothing: training tests start their own workers (embedded or `ftgw worker`).
+        "embedded_worker": False,
+        "worker_lease_seconds": 4,
+        "worker_heartbeat_seconds": 0.5,
+        "worker_poll_seconds": 0.2,
+        "webhook_backoff_seconds": 0.2,
+    }
+    values.update(overrides)
+    return Settings(**values, _env_file=None)  # type: ignore[arg-type]
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[Gateway]:
     server = ServerThread(create_app(settings))
     server.start()
     try:
         yield Gateway(server.base_url, settings, BOOTSTRAP_KEY)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(database_url: str, tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Gateway]:
+    """The shared gateway of API tests: no worker, so jobs stay where the API puts them."""
+    with serve(gateway_settings(database_url, tmp_path_factory.mktemp("data"), model_cache)) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="session")
+def training_gateway(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, model_cache: Path
+) -> Iterator[Gateway]:
+    """A gateway with its own database and an embedded worker that trains for real."""
+    folder = tmp_path_factory.mktemp("training")
+    with new_database(database_url, folder) as url:
+        upgrade(url)
+        with serve(gateway_settings(url, folder / "data", model_cache, embedded_worker=True)) as gw:
+            yield gw
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from app.datasets.validation import UploadValidator
 from app.errors import GatewayError, InvalidRequest, NotFound
 from app.files.models import FilePurpose, StoredFile
 from app.files.service import file_service
-from app.files.storage import BlobStore
+from app.files.storage import BlobStore, digest
 from app.kit.ids import new_id
 
 _PARAM_OF_CODE = {"invalid_split": "split", "tokenizer_unavailable": "model"}
@@ -38,16 +37,6 @@ def as_gateway_error(exc: DatasetError) -> GatewayError:
 
 def _source_type(record: StoredFile) -> SourceType | None:
     return source_type_from_name(record.filename)
-
-
-def _digest(path: Path) -> tuple[int, str]:
-    sha = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            sha.update(chunk)
-            size += len(chunk)
-    return size, sha.hexdigest()
 
 
 @dataclass
@@ -128,7 +117,7 @@ class DatasetService:
                 )
             files = []
             for output in result.outputs:
-                size, sha256 = await asyncio.to_thread(_digest, output)
+                size, sha256 = await asyncio.to_thread(digest, output)
                 record = await file_service.store_blob(
                     session,
                     store,

@@ -7,6 +7,7 @@ An upload is written to a temp file in ``<data_dir>/tmp`` (same filesystem), the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -44,3 +45,14 @@ class BlobStore:
                     leftover.unlink()
                     removed += 1
         return removed
+
+
+def digest(path: Path) -> tuple[int, str]:
+    """Size and sha256 of a file, read in chunks."""
+    sha = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+            size += len(chunk)
+    return size, sha.hexdigest()

@@ -1,0 +1,210 @@
+"""All SQL for jobs, events and checkpoints: the API's project-scoped reads and writes, and the workers' leases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import InvalidRequest
+from app.fine_tuning.models import (
+    EventLevel,
+    EventType,
+    FineTuningJob,
+    JobCheckpoint,
+    JobEvent,
+    JobStatus,
+)
+from app.kit.ids import new_id
+from app.kit.pagination import Order, Page
+from app.kit.repository import keyset_page
+from app.kit.time import utcnow
+
+
+class JobRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # --- the API's view: always within one project -------------------------------------------------------------
+
+    async def get(self, project_id: str, job_id: str, *, for_update: bool = False) -> FineTuningJob | None:
+        stmt = select(FineTuningJob).where(FineTuningJob.project_id == project_id, FineTuningJob.id == job_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def add(self, job: FineTuningJob) -> FineTuningJob:
+        self.session.add(job)
+        await self.session.flush()
+        return job
+
+    async def page(
+        self, project_id: str, *, metadata: dict[str, str], limit: int, after: str | None
+    ) -> Page[FineTuningJob]:
+        stmt = select(FineTuningJob).where(FineTuningJob.project_id == project_id)
+        for key, value in metadata.items():
+            stmt = stmt.where(FineTuningJob.job_metadata[key].as_string() == value)
+        return await keyset_page(self.session, stmt, FineTuningJob, limit=limit, order=Order.desc, after=after)
+
+    async def append_event(
+        self,
+        job: FineTuningJob,
+        message: str,
+        *,
+        level: EventLevel = EventLevel.info,
+        type_: EventType = EventType.message,
+        data: dict[str, Any] | None = None,
+    ) -> JobEvent:
+        """Add an event with the job's next sequence number.
+
+        The increment takes the job row's write lock until commit, so a job's events commit in sequence order:
+        a reader that saw event N never later finds an N-1 it missed (what makes the stream resumable).
+        """
+        stmt = (
+            update(FineTuningJob)
+            .where(FineTuningJob.id == job.id)
+            .values(event_seq=FineTuningJob.event_seq + 1)
+            .returning(FineTuningJob.event_seq)
+        )
+        seq = (await self.session.execute(stmt)).scalar_one()
+        event = JobEvent(
+            id=new_id("ftevent"),
+            project_id=job.project_id,
+            job_id=job.id,
+            seq=seq,
+            level=level,
+            type=type_,
+            message=message[:4096],
+            data=data,
+        )
+        self.session.add(event)
+        await self.session.flush()
+        return event
+
+    async def events_page(self, project_id: str, job_id: str, *, limit: int, after: str | None) -> Page[JobEvent]:
+        """Newest first, as OpenAI lists them; ``after`` is an event id."""
+        stmt = select(JobEvent).where(JobEvent.project_id == project_id, JobEvent.job_id == job_id)
+        if after is not None:
+            cursor = (
+                await self.session.execute(stmt.with_only_columns(JobEvent.seq).where(JobEvent.id == after))
+            ).scalar()
+            if cursor is None:
+                raise InvalidRequest(f"No event with id '{after}' to continue after.", param="after")
+            stmt = stmt.where(JobEvent.seq < cursor)
+        rows = list((await self.session.execute(stmt.order_by(JobEvent.seq.desc()).limit(limit + 1))).scalars())
+        return Page(items=rows[:limit], has_more=len(rows) > limit)
+
+    async def events_since(self, project_id: str, job_id: str, seq: int, limit: int = 500) -> Sequence[JobEvent]:
+        """Oldest first, strictly after sequence number ``seq``: the stream's read."""
+        stmt = (
+            select(JobEvent)
+            .where(JobEvent.project_id == project_id, JobEvent.job_id == job_id, JobEvent.seq > seq)
+            .order_by(JobEvent.seq)
+            .limit(limit)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def event_seq(self, project_id: str, job_id: str, event_id: str) -> int | None:
+        stmt = select(JobEvent.seq).where(
+            JobEvent.project_id == project_id, JobEvent.job_id == job_id, JobEvent.id == event_id
+        )
+        return (await self.session.execute(stmt)).scalar()
+
+    async def add_checkpoint(self, checkpoint: JobCheckpoint) -> JobCheckpoint:
+        self.session.add(checkpoint)
+        await self.session.flush()
+        return checkpoint
+
+    async def checkpoint_at(self, job_id: str, step: int) -> JobCheckpoint | None:
+        stmt = select(JobCheckpoint).where(JobCheckpoint.job_id == job_id, JobCheckpoint.step_number == step)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def checkpoints_page(
+        self, project_id: str, job_id: str, *, limit: int, after: str | None
+    ) -> Page[JobCheckpoint]:
+        stmt = select(JobCheckpoint).where(JobCheckpoint.project_id == project_id, JobCheckpoint.job_id == job_id)
+        return await keyset_page(self.session, stmt, JobCheckpoint, limit=limit, order=Order.desc, after=after)
+
+    # --- the workers' view: leases across projects ----------------------------------------------------------------
+
+    async def validating(self, limit: int = 100) -> Sequence[FineTuningJob]:
+        stmt = (
+            select(FineTuningJob)
+            .where(FineTuningJob.status == JobStatus.validating_files)
+            .order_by(FineTuningJob.created_at)
+            .limit(limit)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def claim(
+        self, worker_id: str, providers: Sequence[str], lease: timedelta, now: datetime | None = None
+    ) -> FineTuningJob | None:
+        """Atomically take the oldest runnable job: queued, or running under a lease that has expired.
+
+        The candidate is picked with ``FOR UPDATE SKIP LOCKED`` where the database has it (PostgreSQL), so
+        workers don't queue on each other's rows; the compare-and-set UPDATE is what guarantees one winner
+        everywhere (SQLite serialises writers).
+        """
+        now = now or utcnow()
+        runnable = or_(
+            and_(
+                FineTuningJob.status == JobStatus.queued,
+                or_(FineTuningJob.lease_owner.is_(None), FineTuningJob.lease_expires_at < now),
+            ),
+            and_(
+                FineTuningJob.status == JobStatus.running,
+                or_(FineTuningJob.lease_owner.is_(None), FineTuningJob.lease_expires_at < now),
+            ),
+        )
+        candidates = (
+            select(FineTuningJob.id)
+            .where(runnable, FineTuningJob.provider.in_(list(providers)))
+            .order_by(FineTuningJob.created_at)
+            .limit(1)
+        )
+        if self.session.bind is not None and self.session.bind.dialect.name == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        job_id = (await self.session.execute(candidates)).scalar()
+        if job_id is None:
+            return None
+        claimed = await self.session.execute(
+            update(FineTuningJob)
+            .where(FineTuningJob.id == job_id, runnable)
+            .values(
+                status=JobStatus.running,
+                lease_owner=worker_id,
+                lease_expires_at=now + lease,
+                attempts=FineTuningJob.attempts + 1,
+                started_at=func.coalesce(FineTuningJob.started_at, now),
+                requested_action=None,
+            )
+            .returning(FineTuningJob.id)
+        )
+        if claimed.scalar() is None:
+            return None
+        job = await self.session.get(FineTuningJob, job_id, populate_existing=True)
+        return job
+
+    async def renew(self, job_id: str, worker_id: str, lease: timedelta) -> JobStatus | None:
+        """Extend our lease; the job's status, or None when the lease is no longer ours."""
+        result = await self.session.execute(
+            update(FineTuningJob)
+            .where(FineTuningJob.id == job_id, FineTuningJob.lease_owner == worker_id)
+            .values(lease_expires_at=utcnow() + lease)
+            .returning(FineTuningJob.status)
+        )
+        return result.scalar()
+
+    async def held(self, job_id: str, worker_id: str) -> FineTuningJob | None:
+        stmt = select(FineTuningJob).where(FineTuningJob.id == job_id, FineTuningJob.lease_owner == worker_id)
+        return (await self.session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
+
+    async def release(self, job_id: str, worker_id: str) -> None:
+        await self.session.execute(
+            update(FineTuningJob)
+            .where(FineTuningJob.id == job_id, FineTuningJob.lease_owner == worker_id)
+            .values(lease_owner=None, lease_expires_at=None)
+        )

@@ -1,0 +1,1 @@
+"""Training providers: the typed interface, the local trainer, and upstream OpenAI-compatible services."""

@@ -1,0 +1,41 @@
+"""/v1/models: the base models of every provider and the project's fine-tuned models (checkpoints included)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from app.auth.principal import PrincipalDep
+from app.db import SessionDep
+from app.kit.time import unix
+from app.providers.registry import ProviderRegistry
+from app.registry.repository import ModelRepository
+from app.registry.schemas import ModelList, ModelOut
+from app.registry.service import model_not_found
+
+router = APIRouter(prefix="/v1/models", tags=["Models"])
+
+
+def _base_models(request: Request) -> list[ModelOut]:
+    providers: ProviderRegistry = request.app.state.providers
+    started = request.app.state.started_at
+    return [ModelOut(id=m.id, created=started, owned_by=m.owned_by) for m in providers.base_models()]
+
+
+@router.get("", response_model=ModelList)
+async def list_models(request: Request, session: SessionDep, principal: PrincipalDep) -> ModelList:
+    """Models this project may use: base models, then its fine-tuned models and checkpoints."""
+    tuned = await ModelRepository(session).list(principal.project_id)
+    owned = [ModelOut(id=m.id, created=unix(m.created_at), owned_by=principal.project_id) for m in tuned]
+    return ModelList(data=_base_models(request) + owned)
+
+
+@router.get("/{model:path}", response_model=ModelOut)
+async def retrieve_model(model: str, request: Request, session: SessionDep, principal: PrincipalDep) -> ModelOut:
+    """Retrieve a model."""
+    for base in _base_models(request):
+        if base.id == model:
+            return base
+    tuned = await ModelRepository(session).get(principal.project_id, model)
+    if tuned is None:
+        raise model_not_found(model)
+    return ModelOut(id=tuned.id, created=unix(tuned.created_at), owned_by=principal.project_id)

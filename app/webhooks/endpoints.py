@@ -1,0 +1,44 @@
+"""/v1/webhooks: a project's webhook endpoints and the log of their deliveries."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.auth.principal import PrincipalDep
+from app.db import SessionDep
+from app.kit.schemas import ListResponse
+from app.webhooks.repository import WebhookRepository
+from app.webhooks.schemas import DeliveryOut, WebhookCreate, WebhookCreated, WebhookDeleted, WebhookOut
+from app.webhooks.service import webhook_service
+
+router = APIRouter(prefix="/v1/webhooks", tags=["Webhooks"])
+
+
+@router.post("", response_model=WebhookCreated)
+async def create_webhook(body: WebhookCreate, session: SessionDep, principal: PrincipalDep) -> WebhookCreated:
+    """Register a URL for job outcomes; the signing `secret` is in this response only."""
+    webhook = await webhook_service.create(session, principal.project_id, str(body.url), body.events)
+    return WebhookCreated.model_validate(webhook)
+
+
+@router.get("", response_model=ListResponse[WebhookOut])
+async def list_webhooks(session: SessionDep, principal: PrincipalDep) -> ListResponse[WebhookOut]:
+    """List the project's webhooks."""
+    hooks = await WebhookRepository(session).of_project(principal.project_id)
+    return ListResponse.of([WebhookOut.model_validate(h) for h in hooks], False)
+
+
+@router.delete("/{webhook_id}", response_model=WebhookDeleted)
+async def delete_webhook(webhook_id: str, session: SessionDep, principal: PrincipalDep) -> WebhookDeleted:
+    """Delete a webhook; its pending deliveries go with it."""
+    webhook = await webhook_service.get(session, principal.project_id, webhook_id)
+    await WebhookRepository(session).delete(webhook)
+    return WebhookDeleted(id=webhook_id)
+
+
+@router.get("/{webhook_id}/deliveries", response_model=ListResponse[DeliveryOut])
+async def list_deliveries(webhook_id: str, session: SessionDep, principal: PrincipalDep) -> ListResponse[DeliveryOut]:
+    """The webhook's deliveries, newest first, with attempts and the last error."""
+    webhook = await webhook_service.get(session, principal.project_id, webhook_id)
+    deliveries = await WebhookRepository(session).deliveries(principal.project_id, webhook.id)
+    return ListResponse.of([DeliveryOut.model_validate(d) for d in deliveries], False)

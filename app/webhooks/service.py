@@ -1,0 +1,156 @@
+"""Registering webhooks, queueing deliveries with the job's transaction, and sending them with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from datetime import timedelta
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import after_commit, commit
+from app.errors import NotFound
+from app.fine_tuning.models import FineTuningJob
+from app.kit.ids import new_id
+from app.kit.time import unix, utcnow
+from app.webhooks.models import DeliveryStatus, Webhook, WebhookDelivery
+from app.webhooks.repository import WebhookRepository
+from app.webhooks.signing import signature
+
+log = logging.getLogger(__name__)
+
+
+class WebhookService:
+    async def create(self, session: AsyncSession, project_id: str, url: str, events: list[str]) -> Webhook:
+        webhook = Webhook(
+            id=new_id("wh"), project_id=project_id, url=url, events=events, secret="whsec_" + secrets.token_hex(24)
+        )
+        await WebhookRepository(session).add(webhook)
+        return webhook
+
+    async def get(self, session: AsyncSession, project_id: str, webhook_id: str) -> Webhook:
+        webhook = await WebhookRepository(session).get(project_id, webhook_id)
+        if webhook is None:
+            raise NotFound(f"No such webhook: {webhook_id}", param="webhook_id")
+        return webhook
+
+    async def enqueue_job_outcome(
+        self, session: AsyncSession, job: FineTuningJob, wakeup: asyncio.Event | None
+    ) -> None:
+        """Queue ``fine_tuning.job.<status>`` for every matching webhook, in the job's own transaction."""
+        event_type = f"fine_tuning.job.{job.status.value}"
+        repo = WebhookRepository(session)
+        now = utcnow()
+        queued = False
+        for webhook in await repo.of_project(job.project_id):
+            if event_type not in webhook.events:
+                continue
+            delivery_id = new_id("evt")
+            payload = {
+                "id": delivery_id,
+                "object": "event",
+                "type": event_type,
+                "created_at": unix(now),
+                "data": {"id": job.id, "status": job.status.value, "fine_tuned_model": job.fine_tuned_model},
+            }
+            await repo.add(
+                WebhookDelivery(
+                    id=delivery_id,
+                    project_id=job.project_id,
+                    webhook_id=webhook.id,
+                    event_type=event_type,
+                    payload=payload,
+                    status=DeliveryStatus.pending,
+                    attempts=0,
+                    next_attempt_at=now,
+                )
+            )
+            queued = True
+        if queued and wakeup is not None:
+            after_commit(session, wakeup.set)
+
+
+class Dispatcher:
+    """Sends due deliveries; a failure is retried with exponential backoff, never blocking anything else."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        backoff_seconds: float,
+        max_attempts: int,
+        timeout_seconds: float,
+        wakeup: asyncio.Event,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.backoff = backoff_seconds
+        self.max_attempts = max_attempts
+        self.timeout = timeout_seconds
+        self.wakeup = wakeup
+
+    async def run_forever(self, poll_seconds: float = 1.0) -> None:
+        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+            while True:
+                try:
+                    await self.deliver_due(client)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("webhook dispatch round failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), poll_seconds)
+                self.wakeup.clear()
+
+    async def deliver_due(self, client: httpx.AsyncClient) -> int:
+        async with self.sessionmaker() as session:
+            ids = await WebhookRepository(session).claim_due(utcnow(), timedelta(seconds=self.timeout * 2))
+            await commit(session)
+        await asyncio.gather(*(self._deliver(client, delivery_id) for delivery_id in ids))
+        return len(ids)
+
+    async def _deliver(self, client: httpx.AsyncClient, delivery_id: str) -> None:
+        async with self.sessionmaker() as session:
+            found = await WebhookRepository(session).delivery_with_hook(delivery_id)
+            if found is None:
+                return
+            delivery, webhook = found
+            body = json.dumps(delivery.payload, separators=(",", ":")).encode()
+            timestamp = unix(utcnow())
+            headers = {
+                "content-type": "application/json",
+                "user-agent": "ftgw-webhooks",
+                "ftgw-webhook-id": delivery.id,
+                "ftgw-webhook-timestamp": str(timestamp),
+                "ftgw-signature": signature(webhook.secret, delivery.id, timestamp, body),
+            }
+            error: str | None = None
+            try:
+                response = await client.post(webhook.url, content=body, headers=headers)
+                if not 200 <= response.status_code < 300:
+                    error = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            delivery.attempts += 1
+            delivery.locked_until = None
+            if error is None:
+                delivery.status = DeliveryStatus.delivered
+                delivery.delivered_at = utcnow()
+                delivery.last_error = None
+            else:
+                delivery.last_error = error[:2000]
+                if delivery.attempts >= self.max_attempts:
+                    delivery.status = DeliveryStatus.failed
+                    log.warning(
+                        "webhook delivery %s gave up after %d attempts: %s", delivery.id, delivery.attempts, error
+                    )
+                else:
+                    delay = self.backoff * 2 ** (delivery.attempts - 1)
+                    delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
+            await commit(session)
+
+
+webhook_service = WebhookService()

@@ -1,0 +1,289 @@
+"""The worker loop: move validated jobs to the queue, claim one under a lease, run it, record how it ended."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import uuid
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db import commit
+from app.files.models import FilePurpose, FileStatus, StoredFile
+from app.files.repository import FileRepository
+from app.files.service import file_service
+from app.files.storage import BlobStore, digest
+from app.fine_tuning.events import job_finished
+from app.fine_tuning.models import EventLevel, FineTuningJob, JobStatus
+from app.fine_tuning.repository import JobRepository
+from app.fine_tuning.service import job_service
+from app.kit.time import utcnow
+from app.providers.base import Classification, JobRun, RunOutcome, StopReason
+from app.providers.registry import ProviderRegistry
+from app.registry.models import FineTunedModel
+from app.registry.repository import ModelRepository
+from app.registry.service import fine_tuned_name, registry_service
+from app.worker.context import WorkerJobContext
+
+log = logging.getLogger(__name__)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        store: BlobStore,
+        providers: ProviderRegistry,
+        *,
+        worker_id: str | None = None,
+        wakeup: asyncio.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.store = store
+        self.providers = providers
+        self.id = worker_id or new_worker_id()
+        self.wakeup = wakeup or asyncio.Event()
+        self.lease = timedelta(seconds=settings.worker_lease_seconds)
+        self.current: WorkerJobContext | None = None
+
+    async def run_forever(self) -> None:
+        log.info("worker %s started (providers: %s)", self.id, ", ".join(self.providers.names()))
+        while True:
+            try:
+                worked = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker %s: iteration failed", self.id)
+                worked = False
+            if not worked:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), self.settings.worker_poll_seconds)
+                self.wakeup.clear()
+
+    async def run_once(self) -> bool:
+        """One round: promote validated jobs, then run at most one job. Whether there was a job."""
+        await self.promote_validated()
+        async with self.sessionmaker() as session:
+            job = await JobRepository(session).claim(self.id, self.providers.names(), self.lease)
+            await commit(session)
+        if job is None:
+            return False
+        await self.run_job(job)
+        return True
+
+    async def promote_validated(self) -> None:
+        """``validating_files`` → ``queued`` once every file is processed, → ``failed`` if one is not usable."""
+        async with self.sessionmaker() as session:
+            repo = JobRepository(session)
+            for job in await repo.validating():
+                files = [(job.training_file, "training_file"), (job.validation_file, "validation_file")]
+                provider = self.providers.get(job.provider)
+                error: tuple[str, str, str] | None = None
+                waiting = False
+                for file_id, param in files:
+                    if file_id is None:
+                        continue
+                    record = await FileRepository(session).get(job.project_id, file_id)
+                    if record is None:
+                        error = ("invalid_file", f"File {file_id} was deleted before training started.", param)
+                    elif record.status is FileStatus.error:
+                        error = ("invalid_file", f"File {file_id} failed validation: {record.status_details}", param)
+                    elif record.status is FileStatus.uploaded:
+                        waiting = True
+                    elif provider is not None:
+                        try:
+                            job_service.check_format(record, job.method["type"], provider, param)
+                        except Exception as exc:
+                            error = ("invalid_file_format", str(exc), param)
+                    if error:
+                        break
+                if error:
+                    await self._fail(repo, job, *error)
+                elif not waiting:
+                    job.status = JobStatus.queued
+                    await repo.append_event(job, "Files validated, moving job to queued state")
+            await commit(session)
+
+    async def _fail(self, repo: JobRepository, job: FineTuningJob, code: str, message: str, param: str | None) -> None:
+        job.status = JobStatus.failed
+        job.error = {"code": code, "message": message, "param": param}
+        job.finished_at = utcnow()
+        job.estimated_finish = None
+        await repo.append_event(job, f"Fine-tuning job failed: {message}", level=EventLevel.error)
+        await job_finished(repo.session, job)
+
+    async def _job_run(self, session: AsyncSession, job: FineTuningJob) -> JobRun:
+        async def file_of(file_id: str | None) -> StoredFile | None:
+            if file_id is None:
+                return None
+            record = await FileRepository(session).get(job.project_id, file_id)
+            if record is None:
+                raise FileNotFoundError(f"File {file_id} was deleted before training finished.")
+            return record
+
+        training = await file_of(job.training_file)
+        validation = await file_of(job.validation_file)
+        assert training is not None
+        parent_artifact = None
+        if job.parent_model:
+            parent = await ModelRepository(session).get(job.project_id, job.parent_model)
+            if parent is None:
+                raise FileNotFoundError(f"The model {job.parent_model} was deleted before training finished.")
+            parent_artifact = parent.artifact
+        classification = Classification(**job.classification) if job.classification else Classification()
+        return JobRun(
+            job_id=job.id,
+            project_id=job.project_id,
+            model=job.model,
+            base_model=job.base_model,
+            parent_artifact=parent_artifact,
+            training_file=self.store.path(training.storage_key),
+            training_file_id=training.id,
+            training_filename=training.filename,
+            validation_file=self.store.path(validation.storage_key) if validation else None,
+            validation_file_id=validation.id if validation else None,
+            validation_filename=validation.filename if validation else None,
+            method=job.method["type"],
+            hyperparameters=dict(job.hyperparameters),
+            seed=job.seed,
+            suffix=job.suffix,
+            work_dir=self.settings.jobs_dir / job.id,
+            classification=classification,
+            provider_state=job.provider_state,
+        )
+
+    async def run_job(self, job: FineTuningJob) -> None:
+        provider = self.providers.get(job.provider)
+        async with self.sessionmaker() as session:
+            repo = JobRepository(session)
+            held = await repo.held(job.id, self.id)
+            if held is None:
+                return
+            if provider is None or held.attempts > self.settings.worker_max_attempts:
+                why = (
+                    f"Gave up after {held.attempts - 1} attempts: the training process kept dying."
+                    if provider is not None
+                    else f"No worker here serves the provider '{held.provider}'."
+                )
+                await self._fail(repo, held, "training_failed", why, None)
+                await repo.release(held.id, self.id)
+                await commit(session)
+                return
+            try:
+                run = await self._job_run(session, held)
+            except FileNotFoundError as exc:
+                await self._fail(repo, held, "invalid_file", str(exc), "training_file")
+                await repo.release(held.id, self.id)
+                await commit(session)
+                return
+            project_name = await registry_service.project_name(session, held.project_id)
+            resumed = held.attempts > 1 or held.provider_state is not None
+            await repo.append_event(held, "Fine-tuning job resumed" if resumed else "Fine-tuning job started")
+            await commit(session)
+        model_name = fine_tuned_name(job.base_model, project_name, job.suffix, job.id)
+        ctx = WorkerJobContext(self.sessionmaker, job, self.id, self.lease, model_name)
+        self.current = ctx
+        heartbeat = asyncio.create_task(ctx.heartbeat_forever(self.settings.worker_heartbeat_seconds))
+        outcome: RunOutcome | None = None  # None: this worker is shutting down; the job resumes elsewhere
+        try:
+            outcome = await provider.run(run, ctx)
+        except asyncio.CancelledError:
+            ctx.request_stop(StopReason.shutdown)
+            raise
+        except Exception as exc:
+            log.exception("job %s: provider %s failed", job.id, job.provider)
+            outcome = RunOutcome(status="failed", error_code="training_failed", error_message=f"Training failed: {exc}")
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            self.current = None
+            await asyncio.shield(self.finish(job, run, outcome, model_name))
+
+    async def finish(self, job: FineTuningJob, run: JobRun, outcome: RunOutcome | None, model_name: str) -> None:
+        """Record how the run ended, in one transaction, and give the lease back."""
+        async with self.sessionmaker() as session:
+            repo = JobRepository(session)
+            held = await repo.held(job.id, self.id)
+            if held is None:
+                return  # another worker has it now: nothing of ours to record
+            if outcome is None or outcome.status == "interrupted":
+                await repo.release(held.id, self.id)
+                await commit(session)
+                return
+            if outcome.hyperparameters:
+                held.hyperparameters = {**held.hyperparameters, **outcome.hyperparameters}
+            if outcome.status == "succeeded" and held.status is JobStatus.running:
+                await self._succeed(session, repo, held, run, outcome, model_name)
+            elif outcome.status == "failed" and held.status is JobStatus.running:
+                await self._fail(
+                    repo,
+                    held,
+                    outcome.error_code or "training_failed",
+                    outcome.error_message or "Training failed.",
+                    outcome.error_param,
+                )
+            elif outcome.status == "paused" or held.status is JobStatus.paused:
+                await repo.append_event(held, "Training stopped; progress is saved and resumes from there")
+            elif held.status is JobStatus.cancelled:
+                await repo.append_event(held, "Training process stopped", level=EventLevel.warn)
+                await job_finished(session, held)
+            await repo.release(held.id, self.id)
+            await commit(session)
+
+    async def _succeed(
+        self,
+        session: AsyncSession,
+        repo: JobRepository,
+        job: FineTuningJob,
+        run: JobRun,
+        outcome: RunOutcome,
+        model_name: str,
+    ) -> None:
+        if outcome.results_csv is not None and outcome.results_csv.is_file():
+            temp = self.store.temp_path()
+            shutil.copyfile(outcome.results_csv, temp)
+            size, sha256 = digest(temp)
+            results = await file_service.store_blob(
+                session,
+                self.store,
+                job.project_id,
+                temp_path=temp,
+                filename="results.csv",
+                purpose=FilePurpose.fine_tune_results,
+                size=size,
+                sha256=sha256,
+            )
+            job.result_files = [results.id]
+        await ModelRepository(session).add(
+            FineTunedModel(
+                id=model_name,
+                project_id=job.project_id,
+                job_id=job.id,
+                base_model=job.base_model,
+                parent_model=job.parent_model,
+                provider=job.provider,
+                artifact=outcome.artifact or "",
+            )
+        )
+        job.status = JobStatus.succeeded
+        job.fine_tuned_model = model_name
+        job.trained_tokens = outcome.trained_tokens
+        job.finished_at = utcnow()
+        job.estimated_finish = None
+        await repo.append_event(job, f"New fine-tuned model created: {model_name}")
+        await repo.append_event(job, "The job has successfully completed")
+        await job_finished(session, job)

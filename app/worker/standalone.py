@@ -1,0 +1,54 @@
+"""``ftgw worker``: workers outside the gateway process, on any host sharing the database and data folder."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from app.config import Settings
+from app.db import create_engine_from_url, create_sessionmaker
+from app.files.storage import BlobStore
+from app.fine_tuning.events import DISPATCH_WAKEUP
+from app.providers.setup import build_providers
+from app.tokenizers import seed_tiktoken_cache
+from app.webhooks.service import Dispatcher
+from app.worker.runner import Worker
+
+log = logging.getLogger(__name__)
+
+
+async def run_workers(settings: Settings, concurrency: int) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings.ensure_dirs()
+    await asyncio.to_thread(seed_tiktoken_cache, settings.tiktoken_dir)
+    engine = create_engine_from_url(settings.resolved_database_url)
+    dispatch_wakeup = asyncio.Event()
+    sessionmaker = create_sessionmaker(engine, info={DISPATCH_WAKEUP: dispatch_wakeup})
+    store = BlobStore(settings.files_dir, settings.tmp_dir)
+    providers = build_providers(settings)
+    dispatcher = Dispatcher(
+        sessionmaker,
+        backoff_seconds=settings.webhook_backoff_seconds,
+        max_attempts=settings.webhook_max_attempts,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        wakeup=dispatch_wakeup,
+    )
+    tasks = [asyncio.create_task(dispatcher.run_forever(), name="ftgw-webhooks")]
+    tasks += [
+        asyncio.create_task(Worker(settings, sessionmaker, store, providers).run_forever(), name=f"ftgw-worker-{i}")
+        for i in range(concurrency)
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: running jobs are released and resume on another worker")
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await engine.dispose()

@@ -1,0 +1,101 @@
+"""Real training end to end: the openai SDK creates a job, the embedded worker trains the tiny model for real."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+
+from openai import OpenAI
+from openai.types.fine_tuning import FineTuningJob
+
+from tests.conftest import Gateway, Tenant, make_tenant, wait_until_validated
+from tests.openai_schema import assert_matches
+
+MODEL = "tiny-smollm2"
+FAST = {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 30}
+
+
+def _upload(client: OpenAI, rows: list[dict[str, object]], name: str = "train.jsonl") -> str:
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    file = client.files.create(file=(name, data), purpose="fine-tune")
+    assert wait_until_validated(client, file.id).status == "processed"
+    return file.id
+
+
+def wait_for(client: OpenAI, job_id: str, statuses: set[str], timeout: float = 240) -> FineTuningJob:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses:
+            return job
+        assert time.monotonic() < deadline, f"{job_id} still {job.status}"
+        time.sleep(0.2)
+
+
+def qa_rows(n: int) -> list[dict[str, object]]:
+    return [{"prompt": f"Is {i} a number?\n\n###\n\n", "completion": " yes END"} for i in range(n)]
+
+
+def test_prompt_completion_job_trains_and_produces_a_model(training_gateway: Gateway) -> None:
+    tenant: Tenant = make_tenant(training_gateway)
+    client = tenant.client
+    training = _upload(client, qa_rows(24))
+    validation = _upload(client, qa_rows(10), "valid.jsonl")
+
+    job = client.fine_tuning.jobs.create(
+        model=MODEL,
+        training_file=training,
+        validation_file=validation,
+        suffix="qa bot",
+        seed=3,
+        method={"type": "supervised", "supervised": {"hyperparameters": FAST}},
+    )
+    done = wait_for(client, job.id, {"succeeded", "failed", "cancelled"})
+
+    assert done.status == "succeeded", done.error
+    assert done.fine_tuned_model == f"ft:{MODEL}:{_project_slug(training_gateway, tenant)}:qa-bot:{job.id[6:]}"
+    assert done.trained_tokens and done.trained_tokens > 0
+    assert done.finished_at is not None and done.finished_at >= done.created_at
+    assert (done.hyperparameters.n_epochs, done.hyperparameters.batch_size) == (2, 4)
+    with training_gateway.http(tenant.key) as http:
+        assert_matches(http.get(f"/v1/fine_tuning/jobs/{job.id}").json(), "FineTuningJob")
+        checkpoints_raw = http.get(f"/v1/fine_tuning/jobs/{job.id}/checkpoints").json()
+    assert_matches(checkpoints_raw, "ListFineTuningJobCheckpointsResponse")
+
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
+    metrics = [e for e in events if e.type == "metrics"]
+    assert len(metrics) == 12  # 24 examples / batch 4 = 6 steps per epoch, 2 epochs
+    assert {int(e.data["step"]) for e in metrics} == set(range(1, 13))  # type: ignore[index]
+    assert any("valid_loss" in (e.data or {}) for e in metrics)
+    assert events[0].message == "The job has successfully completed"
+
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert [c.step_number for c in checkpoints] == [12, 6]
+    assert checkpoints[0].fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-12"
+    assert checkpoints[0].metrics.train_loss is not None
+
+    model_ids = [m.id for m in client.models.list()]
+    assert done.fine_tuned_model in model_ids
+    assert checkpoints[1].fine_tuned_model_checkpoint in model_ids
+
+    results = client.files.retrieve(done.result_files[0])
+    assert (results.purpose, results.filename) == ("fine-tune-results", "results.csv")
+    rows = list(csv.DictReader(io.StringIO(client.files.content(results.id).text)))
+    assert len(rows) == 12
+    assert {
+        "step",
+        "elapsed_tokens",
+        "elapsed_examples",
+        "training_loss",
+        "training_sequence_accuracy",
+        "training_token_accuracy",
+        "validation_loss",
+    } <= set(rows[0])
+    assert float(rows[-1]["training_loss"]) < float(rows[0]["training_loss"])
+
+
+def _project_slug(gateway: Gateway, tenant: Tenant) -> str:
+    with gateway.http(gateway.admin_key) as http:
+        return str(http.get(f"/v1/projects/{tenant.project_id}").json()["name"])
