@@ -61,6 +61,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 def new_database(like: str, folder: Path) -> Iterator[str]:
     """An empty (unmigrated) database of the same backend as ``like``, dropped afterwards."""
     if like.startswith("sqlite"):
+        folder.mkdir(parents=True, exist_ok=True)
         yield f"sqlite:///{folder / f'db-{secrets.token_hex(4)}.db'}"
         return
     name = f"ftgw_fresh_{secrets.token_hex(6)}"
