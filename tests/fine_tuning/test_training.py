@@ -99,3 +99,88 @@ def test_prompt_completion_job_trains_and_produces_a_model(training_gateway: Gat
 def _project_slug(gateway: Gateway, tenant: Tenant) -> str:
     with gateway.http(gateway.admin_key) as http:
         return str(http.get(f"/v1/projects/{tenant.project_id}").json()["name"])
+
+
+def test_fine_tuning_an_ft_model_continues_from_its_adapter(training_gateway: Gateway) -> None:
+    client = make_tenant(training_gateway).client
+    training = _upload(client, qa_rows(12))
+    hyper = {"type": "supervised", "supervised": {"hyperparameters": {**FAST, "n_epochs": 3}}}
+    parent = wait_for(
+        client,
+        client.fine_tuning.jobs.create(model=MODEL, training_file=training, method=hyper).id,
+        {"succeeded", "failed"},
+    )
+    assert parent.status == "succeeded", parent.error
+    assert parent.fine_tuned_model is not None
+
+    child = client.fine_tuning.jobs.create(model=parent.fine_tuned_model, training_file=training, method=hyper)
+    done = wait_for(client, child.id, {"succeeded", "failed"})
+
+    assert done.status == "succeeded", done.error
+    assert done.model == parent.fine_tuned_model
+    assert done.fine_tuned_model and done.fine_tuned_model.startswith(f"ft:{MODEL}:")
+    parent_losses = [
+        e.data["train_loss"] for e in client.fine_tuning.jobs.list_events(parent.id, limit=100) if e.type == "metrics"
+    ]  # type: ignore[index]
+    child_losses = [
+        e.data["train_loss"] for e in client.fine_tuning.jobs.list_events(child.id, limit=100) if e.type == "metrics"
+    ]  # type: ignore[index]
+    # Starting from the parent's adapter, the first step's loss is near where the parent ended, far below where
+    # the parent began (events are newest first: [-1] is step 1, [0] the last step).
+    assert child_losses[-1] < parent_losses[-1] * 0.5, (parent_losses, child_losses)
+    assert child_losses[-1] < parent_losses[0] * 1.5, (parent_losses, child_losses)
+
+
+def test_dpo_job_on_preference_data(training_gateway: Gateway) -> None:
+    client = make_tenant(training_gateway).client
+    rows = [
+        {
+            "input": {"messages": [{"role": "user", "content": f"Greet person {i}"}]},
+            "preferred_output": [{"role": "assistant", "content": f"Hello, person {i}!"}],
+            "non_preferred_output": [{"role": "assistant", "content": "Go away."}],
+        }
+        for i in range(12)
+    ]
+    job = client.fine_tuning.jobs.create(
+        model=MODEL,
+        training_file=_upload(client, rows),
+        method={"type": "dpo", "dpo": {"hyperparameters": {**FAST, "n_epochs": 1, "beta": 0.2}}},
+    )
+    done = wait_for(client, job.id, {"succeeded", "failed"})
+    assert done.status == "succeeded", done.error
+    assert done.method is not None and done.method.type == "dpo"
+    metrics = [e for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"]
+    assert len(metrics) == 3
+
+
+def test_classification_metrics_land_in_results_csv(training_gateway: Gateway) -> None:
+    client = make_tenant(training_gateway).client
+    rows = [
+        {
+            "prompt": f"Review {i}: {'great' if i % 2 else 'awful'} ->",
+            "completion": " positive" if i % 2 else " negative",
+        }
+        for i in range(16)
+    ]
+    training = _upload(client, rows)
+    job = client.fine_tuning.jobs.create(
+        model=MODEL,
+        training_file=training,
+        validation_file=training,
+        method={"type": "supervised", "supervised": {"hyperparameters": FAST}},
+        extra_body={"compute_classification_metrics": True, "classification_positive_class": " positive"},
+    )
+    done = wait_for(client, job.id, {"succeeded", "failed"})
+    assert done.status == "succeeded", done.error
+    rows_out = list(csv.DictReader(io.StringIO(client.files.content(done.result_files[0]).text)))
+    final = rows_out[-1]
+    for column in (
+        "classification/accuracy",
+        "classification/precision",
+        "classification/recall",
+        "classification/f1.0",
+        "classification/auroc",
+        "classification/auprc",
+    ):
+        assert column in final, column
+    assert 0.0 <= float(final["classification/accuracy"]) <= 1.0
