@@ -105,30 +105,26 @@ def test_fine_tuning_an_ft_model_continues_from_its_adapter(training_gateway: Ga
     client = make_tenant(training_gateway).client
     training = _upload(client, qa_rows(12))
     hyper = {"type": "supervised", "supervised": {"hyperparameters": {**FAST, "n_epochs": 3}}}
+    jobs = client.fine_tuning.jobs
     parent = wait_for(
-        client,
-        client.fine_tuning.jobs.create(model=MODEL, training_file=training, method=hyper).id,
-        {"succeeded", "failed"},
+        client, jobs.create(model=MODEL, training_file=training, method=hyper, seed=1).id, {"succeeded", "failed"}
     )
     assert parent.status == "succeeded", parent.error
     assert parent.fine_tuned_model is not None
 
-    child = client.fine_tuning.jobs.create(model=parent.fine_tuned_model, training_file=training, method=hyper)
+    child = jobs.create(model=parent.fine_tuned_model, training_file=training, method=hyper, seed=2)
     done = wait_for(client, child.id, {"succeeded", "failed"})
 
     assert done.status == "succeeded", done.error
     assert done.model == parent.fine_tuned_model
     assert done.fine_tuned_model and done.fine_tuned_model.startswith(f"ft:{MODEL}:")
-    parent_losses = [
-        e.data["train_loss"] for e in client.fine_tuning.jobs.list_events(parent.id, limit=100) if e.type == "metrics"
-    ]  # type: ignore[index]
-    child_losses = [
-        e.data["train_loss"] for e in client.fine_tuning.jobs.list_events(child.id, limit=100) if e.type == "metrics"
-    ]  # type: ignore[index]
-    # Starting from the parent's adapter, the first step's loss is near where the parent ended, far below where
-    # the parent began (events are newest first: [-1] is step 1, [0] the last step).
-    assert child_losses[-1] < parent_losses[-1] * 0.5, (parent_losses, child_losses)
-    assert child_losses[-1] < parent_losses[0] * 1.5, (parent_losses, child_losses)
+    parent_losses = [e.data["train_loss"] for e in jobs.list_events(parent.id, limit=100) if e.type == "metrics"]  # type: ignore[index]
+    child_losses = [e.data["train_loss"] for e in jobs.list_events(child.id, limit=100) if e.type == "metrics"]  # type: ignore[index]
+    # Starting from the parent's adapter, the child's first loss is near where the parent ended, not where it
+    # began (events are newest first: [-1] is step 1, [0] the last step).
+    parent_first, parent_last, child_first = parent_losses[-1], parent_losses[0], child_losses[-1]
+    assert parent_last < parent_first * 0.8, parent_losses
+    assert abs(child_first - parent_last) < abs(child_first - parent_first) / 3, (parent_losses, child_losses)
 
 
 def test_dpo_job_on_preference_data(training_gateway: Gateway) -> None:

@@ -75,8 +75,9 @@ def test_ready_reports_503_when_the_database_is_gone(tmp_path) -> None:  # type:
         assert client.get("/ready").status_code == 200
         db.unlink()
         (tmp_path / "gone.db-wal").unlink(missing_ok=True)
-        db.mkdir()  # a directory where the database was: connections fail
-        client.app.state.engine.sync_engine.pool.dispose()  # type: ignore[attr-defined]
+        db.mkdir()  # a directory where the database was: new connections fail
+        assert client.portal is not None
+        client.portal.call(client.app.state.engine.dispose)  # type: ignore[attr-defined]  # drop pooled connections, in the app's loop
         response = client.get("/ready")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "service_unavailable"

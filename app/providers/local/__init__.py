@@ -12,16 +12,16 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from app.providers.local.base_models import (  # noqa: E402
+from app.providers.local.base_models import (
     SMOLLM2,
     TINY,
     BaseModelStore,
     UnknownBaseModel,
     register_local_tokenizers,
 )
-from app.providers.local.data import TrainingDataError  # noqa: E402
-from app.providers.local.hyperparams import ResolvedHyperparameters, resolve_hyperparameters  # noqa: E402
-from app.providers.local.spec import (  # noqa: E402
+from app.providers.local.data import TrainingDataError
+from app.providers.local.hyperparams import ResolvedHyperparameters, resolve_hyperparameters
+from app.providers.local.spec import (
     CheckpointInfo,
     ClassificationSettings,
     Control,

@@ -192,7 +192,7 @@ def _build_tiny(folder: Path, tokenizer_source: Path | None) -> None:
         model = LlamaForCausalLM(config)
         # The default init (std 0.02) makes tied-embedding logits almost flat at this width, so no output can
         # become confident; a wider embedding lets LoRA on a random body learn a format in a few dozen steps.
-        torch.nn.init.normal_(model.get_input_embeddings().weight, std=TINY_EMBEDDING_STD)
+        torch.nn.init.normal_(model.get_input_embeddings().weight, std=TINY_EMBEDDING_STD)  # type: ignore[arg-type]
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
 

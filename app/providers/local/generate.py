@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from app.providers.local.data import render_prompt
+from app.providers.local.modeling import quiet_peft
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -29,8 +30,9 @@ def _load(base_path: Path, adapter_path: Path | None) -> tuple[Any, Any]:
     if adapter_path is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
-    model.eval()
+        with quiet_peft():
+            model = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
+    model.eval()  # type: ignore[no-untyped-call]
     return model, tokenizer
 
 

@@ -9,6 +9,9 @@ tokens), while per-slice attention costs only the sequences' own squares.
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from itertools import pairwise
@@ -73,6 +76,14 @@ def register_packed_attention() -> None:
     AttentionInterface.register(PACKED_ATTENTION, packed_attention)
 
 
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """PEFT still reads a transformers attribute deprecated in v5: a warning nobody here can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def _cpu_has_bf16() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text()
@@ -129,7 +140,8 @@ def load_for_training(
     for param in base.parameters():
         param.requires_grad_(False)
     if parent_adapter is not None:
-        model = PeftModel.from_pretrained(base, str(parent_adapter), is_trainable=True)
+        with quiet_peft():
+            model = PeftModel.from_pretrained(base, str(parent_adapter), is_trainable=True)
         # PEFT keeps adapter weights in float32 when created, but loads them in the base's dtype.
         for param in model.parameters():
             if param.requires_grad:
@@ -144,7 +156,8 @@ def load_for_training(
     )
     # The adapter's random init (lora_A) comes from the seed, so a run is reproducible from its first step.
     torch.manual_seed(seed)
-    return get_peft_model(model=base, peft_config=config)
+    with quiet_peft():
+        return get_peft_model(model=base, peft_config=config)
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,7 +72,7 @@ class TrainSpec(_Frozen):
         default=None, ge=8, description="Longer examples are truncated; None means the model's context length."
     )
     # Tokens per forward pass; a larger batch is split into several passes with the same summed loss.
-    max_tokens_per_forward: int = Field(default=8192, ge=64)
+    max_tokens_per_forward: int = Field(default=4096, ge=64)
     precision: Precision = "auto"
     num_threads: int | None = Field(default=None, ge=1, description="torch threads; None means the usable cores.")
 
@@ -138,7 +138,10 @@ class TrainOutcome:
 
 
 class Reporter(Protocol):
-    """Receives progress from the training loop, in the loop's thread; keep the calls quick."""
+    """Receives progress from the training loop, in the loop's thread; keep the calls quick.
+
+    Message levels are OpenAI's event levels: ``info``, ``warn``, ``error``.
+    """
 
     def on_step(self, m: StepMetrics) -> None: ...
 

@@ -103,7 +103,7 @@ def _load_data(spec: TrainSpec, tokenizer: Any, max_tokens: int, reporter: Repor
         if spec.validation_file is not None:
             data.valid_sft, _ = load_supervised(spec.validation_file, tokenizer, max_tokens)
     if truncated:
-        reporter.on_message("warning", f"{truncated} training examples were truncated to {max_tokens} tokens")
+        reporter.on_message("warn", f"{truncated} training examples were truncated to {max_tokens} tokens")
     return data
 
 
@@ -163,13 +163,13 @@ class _Run:
         if not settings.compute_classification_metrics:
             return []
         if self.spec.method != "supervised" or not self.data.valid_sft:
-            self.reporter.on_message("warning", "classification metrics need supervised training and a validation file")
+            self.reporter.on_message("warn", "classification metrics need supervised training and a validation file")
             return []
         labels = {s.label for s in [*self.data.train_sft, *self.data.valid_sft] if s.label is not None}
         classes = sorted(labels)
         if settings.classification_n_classes is not None and settings.classification_n_classes != len(classes):
             self.reporter.on_message(
-                "warning",
+                "warn",
                 f"classification_n_classes is {settings.classification_n_classes} but the files have "
                 f"{len(classes)} distinct answers",
             )
@@ -189,7 +189,7 @@ class _Run:
             try:
                 saved = disk.load_state(folder)
             except Exception as exc:  # a state from an older format or a damaged disk: try the next one
-                self.reporter.on_message("warning", f"cannot read the saved state {folder.name}: {exc}")
+                self.reporter.on_message("warn", f"cannot read the saved state {folder.name}: {exc}")
                 continue
             if saved.progress.fingerprint != self.fingerprint:
                 raise ValueError(f"{self.spec.output_dir} holds another run's state (different data or settings)")

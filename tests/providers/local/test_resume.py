@@ -44,6 +44,7 @@ def make_spec(tiny_path: Path, tmp_path: Path, name: str) -> TrainSpec:
         output_dir=tmp_path / name,
         hyperparameters=HP,
         seed=3,
+        num_threads=1,
     )
 
 
