@@ -9,9 +9,7 @@ from sse_starlette import EventSourceResponse
 
 from app.auth.principal import PrincipalDep
 from app.db import SessionDep
-from app.errors import InvalidRequest
 from app.fine_tuning.models import FineTuningJob
-from app.fine_tuning.repository import JobRepository
 from app.fine_tuning.schemas import (
     CheckpointOut,
     CreateJobRequest,
@@ -133,18 +131,12 @@ async def list_events(
     last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> EventList | EventSourceResponse:
     """List a job's events newest first, or with `stream=true` follow them live (`Last-Event-ID` resumes)."""
-    job = await job_service.get(session, principal.project_id, fine_tuning_job_id)
     if not stream:
-        page = await JobRepository(session).events_page(principal.project_id, job.id, limit=limit, after=after)
+        page = await job_service.events(session, principal.project_id, fine_tuning_job_id, limit=limit, after=after)
         return EventList(data=[EventOut.model_validate(e) for e in page.items], has_more=page.has_more)
-    cursor = last_event_id or after
-    seq = 0
-    if cursor:
-        found = await JobRepository(session).event_seq(principal.project_id, job.id, cursor)
-        if found is None:
-            raise InvalidRequest(f"No event with id '{cursor}' in this job to resume after.", param="after")
-        seq = found
-    return EventSourceResponse(follow(request.app.state.sessionmaker, principal.project_id, job.id, seq), ping=15)
+    seq = await job_service.stream_cursor(session, principal.project_id, fine_tuning_job_id, last_event_id or after)
+    events = follow(request.app.state.sessionmaker, principal.project_id, fine_tuning_job_id, seq)
+    return EventSourceResponse(events, ping=15)
 
 
 @router.get("/{fine_tuning_job_id}/checkpoints", response_model=ListResponse[CheckpointOut])
@@ -156,6 +148,5 @@ async def list_checkpoints(
     after: AfterQuery = None,
 ) -> ListResponse[CheckpointOut]:
     """List a job's checkpoints (one per epoch), newest first; each is usable as a model."""
-    job = await job_service.get(session, principal.project_id, fine_tuning_job_id)
-    page = await JobRepository(session).checkpoints_page(principal.project_id, job.id, limit=limit, after=after)
+    page = await job_service.checkpoints(session, principal.project_id, fine_tuning_job_id, limit=limit, after=after)
     return ListResponse.of([CheckpointOut.model_validate(c) for c in page.items], page.has_more)

@@ -11,7 +11,7 @@ from app.errors import GatewayError, InvalidRequest, NotFound
 from app.files.models import FilePurpose, FileStatus, StoredFile
 from app.files.service import file_service
 from app.fine_tuning.events import job_finished
-from app.fine_tuning.models import TERMINAL, EventLevel, FineTuningJob, JobStatus
+from app.fine_tuning.models import TERMINAL, EventLevel, FineTuningJob, JobCheckpoint, JobEvent, JobStatus
 from app.fine_tuning.repository import JobRepository
 from app.fine_tuning.schemas import CreateJobRequest, Hyperparameters
 from app.kit.ids import new_id
@@ -165,6 +165,28 @@ class JobService:
         self, session: AsyncSession, project_id: str, *, metadata: dict[str, str], limit: int, after: str | None
     ) -> Page[FineTuningJob]:
         return await JobRepository(session).page(project_id, metadata=metadata, limit=limit, after=after)
+
+    async def events(
+        self, session: AsyncSession, project_id: str, job_id: str, *, limit: int, after: str | None
+    ) -> Page[JobEvent]:
+        job = await self.get(session, project_id, job_id)
+        return await JobRepository(session).events_page(project_id, job.id, limit=limit, after=after)
+
+    async def stream_cursor(self, session: AsyncSession, project_id: str, job_id: str, after: str | None) -> int:
+        """The sequence number a stream resumes after: 0 from the start, else the given event's."""
+        job = await self.get(session, project_id, job_id)
+        if after is None:
+            return 0
+        seq = await JobRepository(session).event_seq(project_id, job.id, after)
+        if seq is None:
+            raise InvalidRequest(f"No event with id '{after}' in this job to resume after.", param="after")
+        return seq
+
+    async def checkpoints(
+        self, session: AsyncSession, project_id: str, job_id: str, *, limit: int, after: str | None
+    ) -> Page[JobCheckpoint]:
+        job = await self.get(session, project_id, job_id)
+        return await JobRepository(session).checkpoints_page(project_id, job.id, limit=limit, after=after)
 
     async def cancel(self, session: AsyncSession, project_id: str, job_id: str) -> FineTuningJob:
         job = await self.get(session, project_id, job_id, for_update=True)

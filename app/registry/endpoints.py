@@ -8,9 +8,8 @@ from app.auth.principal import PrincipalDep
 from app.db import SessionDep
 from app.kit.time import unix
 from app.providers.registry import ProviderRegistry
-from app.registry.repository import ModelRepository
 from app.registry.schemas import ModelList, ModelOut
-from app.registry.service import model_not_found
+from app.registry.service import registry_service
 
 router = APIRouter(prefix="/v1/models", tags=["Models"])
 
@@ -24,7 +23,7 @@ def _base_models(request: Request) -> list[ModelOut]:
 @router.get("", response_model=ModelList)
 async def list_models(request: Request, session: SessionDep, principal: PrincipalDep) -> ModelList:
     """Models this project may use: base models, then its fine-tuned models and checkpoints."""
-    tuned = await ModelRepository(session).list(principal.project_id)
+    tuned = await registry_service.fine_tuned(session, principal.project_id)
     owned = [ModelOut(id=m.id, created=unix(m.created_at), owned_by=principal.project_id) for m in tuned]
     return ModelList(data=_base_models(request) + owned)
 
@@ -35,7 +34,5 @@ async def retrieve_model(model: str, request: Request, session: SessionDep, prin
     for base in _base_models(request):
         if base.id == model:
             return base
-    tuned = await ModelRepository(session).get(principal.project_id, model)
-    if tuned is None:
-        raise model_not_found(model)
+    tuned = await registry_service.get_fine_tuned(session, principal.project_id, model)
     return ModelOut(id=tuned.id, created=unix(tuned.created_at), owned_by=principal.project_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,6 +57,15 @@ class RegistryService:
         if found is None:
             raise model_not_found(model)
         return TrainableModel(model, model, found[0], None)
+
+    async def fine_tuned(self, session: AsyncSession, project_id: str) -> Sequence[FineTunedModel]:
+        return await ModelRepository(session).list(project_id)
+
+    async def get_fine_tuned(self, session: AsyncSession, project_id: str, model: str) -> FineTunedModel:
+        found = await ModelRepository(session).get(project_id, model)
+        if found is None:
+            raise model_not_found(model)
+        return found
 
     async def project_name(self, session: AsyncSession, project_id: str) -> str:
         return (await auth_service.get_project(session, project_id)).name

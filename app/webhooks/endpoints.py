@@ -7,7 +7,6 @@ from fastapi import APIRouter
 from app.auth.principal import PrincipalDep
 from app.db import SessionDep
 from app.kit.schemas import ListResponse
-from app.webhooks.repository import WebhookRepository
 from app.webhooks.schemas import DeliveryOut, WebhookCreate, WebhookCreated, WebhookDeleted, WebhookOut
 from app.webhooks.service import webhook_service
 
@@ -24,21 +23,19 @@ async def create_webhook(body: WebhookCreate, session: SessionDep, principal: Pr
 @router.get("", response_model=ListResponse[WebhookOut])
 async def list_webhooks(session: SessionDep, principal: PrincipalDep) -> ListResponse[WebhookOut]:
     """List the project's webhooks."""
-    hooks = await WebhookRepository(session).of_project(principal.project_id)
+    hooks = await webhook_service.list(session, principal.project_id)
     return ListResponse.of([WebhookOut.model_validate(h) for h in hooks], False)
 
 
 @router.delete("/{webhook_id}", response_model=WebhookDeleted)
 async def delete_webhook(webhook_id: str, session: SessionDep, principal: PrincipalDep) -> WebhookDeleted:
     """Delete a webhook; its pending deliveries go with it."""
-    webhook = await webhook_service.get(session, principal.project_id, webhook_id)
-    await WebhookRepository(session).delete(webhook)
+    await webhook_service.delete(session, principal.project_id, webhook_id)
     return WebhookDeleted(id=webhook_id)
 
 
 @router.get("/{webhook_id}/deliveries", response_model=ListResponse[DeliveryOut])
 async def list_deliveries(webhook_id: str, session: SessionDep, principal: PrincipalDep) -> ListResponse[DeliveryOut]:
     """The webhook's deliveries, newest first, with attempts and the last error."""
-    webhook = await webhook_service.get(session, principal.project_id, webhook_id)
-    deliveries = await WebhookRepository(session).deliveries(principal.project_id, webhook.id)
+    deliveries = await webhook_service.deliveries(session, principal.project_id, webhook_id)
     return ListResponse.of([DeliveryOut.model_validate(d) for d in deliveries], False)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import secrets
+from collections.abc import Sequence
 from datetime import timedelta
 
 import httpx
@@ -37,6 +38,16 @@ class WebhookService:
         if webhook is None:
             raise NotFound(f"No such webhook: {webhook_id}", param="webhook_id")
         return webhook
+
+    async def list(self, session: AsyncSession, project_id: str) -> Sequence[Webhook]:
+        return await WebhookRepository(session).of_project(project_id)
+
+    async def delete(self, session: AsyncSession, project_id: str, webhook_id: str) -> None:
+        await WebhookRepository(session).delete(await self.get(session, project_id, webhook_id))
+
+    async def deliveries(self, session: AsyncSession, project_id: str, webhook_id: str) -> Sequence[WebhookDelivery]:
+        webhook = await self.get(session, project_id, webhook_id)
+        return await WebhookRepository(session).deliveries(project_id, webhook.id)
 
     async def enqueue_job_outcome(
         self, session: AsyncSession, job: FineTuningJob, wakeup: asyncio.Event | None
