@@ -180,3 +180,22 @@ def test_classification_metrics_land_in_results_csv(training_gateway: Gateway) -
     ):
         assert column in final, column
     assert 0.0 <= float(final["classification/accuracy"]) <= 1.0
+
+
+def test_jobs_wait_for_validation_then_queue_or_fail(training_gateway: Gateway) -> None:
+    client = make_tenant(training_gateway).client
+    hyper = {"type": "supervised", "supervised": {"hyperparameters": {**FAST, "n_epochs": 1}}}
+    good = client.files.create(
+        file=("good.jsonl", b"".join(json.dumps(r).encode() + b"\n" for r in qa_rows(12))), purpose="fine-tune"
+    )
+    bad_rows = [json.dumps(r).encode() + b"\n" for r in qa_rows(11)] + [b"{broken\n"]
+    bad = client.files.create(file=("bad.jsonl", b"".join(bad_rows)), purpose="fine-tune")
+    # Created at once, before the files' validation has finished.
+    ok_job = client.fine_tuning.jobs.create(model=MODEL, training_file=good.id, method=hyper)
+    bad_job = client.fine_tuning.jobs.create(model=MODEL, training_file=good.id, validation_file=bad.id, method=hyper)
+
+    failed = wait_for(client, bad_job.id, {"succeeded", "failed"})
+    assert failed.error is not None
+    assert (failed.status, failed.error.param, failed.error.code) == ("failed", "validation_file", "invalid_file")
+    assert "line 12" in failed.error.message
+    assert wait_for(client, ok_job.id, {"succeeded", "failed"}).status == "succeeded"

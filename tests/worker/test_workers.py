@@ -230,6 +230,10 @@ def test_pause_and_resume_keep_progress(api_gateway: Gateway, workers: Workers) 
     job_id = _create(tenant, 40, 2)  # 40 steps
     worker = workers.start()
     _wait_until(lambda: len(_metric_steps(client, job_id)) >= 5, what="a few steps")
+    running = client.fine_tuning.jobs.retrieve(job_id)
+    assert running.status == "running"
+    assert running.estimated_finish is not None and running.estimated_finish >= running.created_at
+    assert running.trained_tokens and running.trained_tokens > 0
 
     assert client.fine_tuning.jobs.pause(job_id).status == "paused"
     _wait_until(
