@@ -29,7 +29,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.providers.local.spec import Precision
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -71,9 +74,9 @@ def run_plain(base: Path, data: Path, out: Path, args: argparse.Namespace) -> di
     torch.manual_seed(SEED)
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     seqs = [encode_prompt_completion(tokenizer, r["prompt"], r["completion"]) for _, r in read_jsonl(data)]
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    base_model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    model = get_peft_model(model, config)
+    model = get_peft_model(base_model, config)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=BASE_LEARNING_RATE * 2.0, weight_decay=0.0)
     total = args.epochs * ((N_EXAMPLES + BATCH - 1) // BATCH)
@@ -109,7 +112,7 @@ def run_plain(base: Path, data: Path, out: Path, args: argparse.Namespace) -> di
     return {"seconds": elapsed, "losses": losses, "adapter": str(out / "adapter")}
 
 
-def run_ours(base: Path, data: Path, out: Path, args: argparse.Namespace, precision: str) -> dict[str, Any]:
+def run_ours(base: Path, data: Path, out: Path, args: argparse.Namespace, precision: Precision) -> dict[str, Any]:
     from app.providers.local.spec import Hyperparameters, NullReporter, StepMetrics, TrainSpec
     from app.providers.local.trainer import train
 
@@ -126,7 +129,7 @@ def run_ours(base: Path, data: Path, out: Path, args: argparse.Namespace, precis
         output_dir=out / "run",
         hyperparameters=Hyperparameters(**_settings(args)),
         seed=SEED,
-        precision=precision,  # type: ignore[arg-type]
+        precision=precision,
         num_threads=args.threads,
     )
     started = time.perf_counter()

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -200,12 +201,14 @@ def _build_tiny(folder: Path, tokenizer_source: Path | None) -> None:
 class HFTokenizer:
     """A Hugging Face tokenizer behind :class:`app.tokenizers.Tokenizer`, for dataset reports on local models.
 
-    Counts plain text: special-token look-alikes in the text are not merged into special tokens.
+    Counts plain text: special-token look-alikes in the text are not merged into special tokens. Calls are
+    serialised: a transformers tokenizer may reconfigure its Rust backend (truncation, padding) per call.
     """
 
     def __init__(self, name: str, tokenizer: Any) -> None:
         self._name = name
         self._tokenizer = tokenizer
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -217,7 +220,8 @@ class HFTokenizer:
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         if not texts:
             return []
-        encoded = self._tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)
+        with self._lock:
+            encoded = self._tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)
         return [list(ids) for ids in encoded["input_ids"]]
 
     def count_batch(self, texts: Sequence[str]) -> list[int]:

@@ -73,6 +73,8 @@ class TrainSpec(_Frozen):
     )
     # Tokens per forward pass; a larger batch is split into several passes with the same summed loss.
     max_tokens_per_forward: int = Field(default=4096, ge=64)
+    # A kill loses at most this much work: the state is also saved mid-epoch this often (None: only at pauses).
+    state_interval_seconds: float | None = Field(default=600.0, gt=0)
     precision: Precision = "auto"
     num_threads: int | None = Field(default=None, ge=1, description="torch threads; None means the usable cores.")
 

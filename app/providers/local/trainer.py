@@ -18,7 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -300,7 +300,7 @@ def train(spec: TrainSpec, reporter: Reporter, control: Control | None = None) -
         f"training {run.data.n_train} examples: {hp.n_epochs} epochs x {run.steps_per_epoch} steps, "
         f"batch {hp.batch_size}, learning rate {hp.learning_rate:g}",
     )
-    started = time.monotonic()
+    started = last_save = time.monotonic()
     steps_this_session = 0
     final: dict[str, float] = {}
     while progress.step < run.total_steps:
@@ -358,11 +358,17 @@ def train(spec: TrainSpec, reporter: Reporter, control: Control | None = None) -
         reporter.on_step(metrics)
         if epoch_end:
             progress = _with_time(progress, started)
-            started, steps_this_session = time.monotonic(), 0
+            started = last_save = time.monotonic()
+            steps_this_session = 0
             path = disk.save_checkpoint(spec.output_dir, run.model, run.optimizer, run.scheduler, progress, final)
             info = CheckpointInfo(step, metrics.epoch, path, final)
             checkpoints.append(info)
             reporter.on_checkpoint(info)
+            shutil.rmtree(spec.output_dir / disk.STATE_DIR, ignore_errors=True)  # older than the checkpoint
+        elif spec.state_interval_seconds is not None and time.monotonic() - last_save > spec.state_interval_seconds:
+            # Saved without touching the ETA's clock: only the elapsed time is folded into the state.
+            disk.save_state(spec.output_dir, run.model, run.optimizer, run.scheduler, _with_time(progress, started))
+            last_save = time.monotonic()
     adapter = disk.save_adapter(spec.output_dir, run.model)
     shutil.rmtree(spec.output_dir / disk.STATE_DIR, ignore_errors=True)
     if not final and checkpoints:  # resumed a run that had already finished
@@ -394,7 +400,7 @@ def _row(m: StepMetrics, valid: ValidationMetrics | None) -> dict[str, float | i
 
 
 def _outcome(
-    status: str,
+    status: Literal["succeeded", "paused"],
     progress: disk.Progress,
     run: _Run,
     results_csv: Path,
@@ -403,7 +409,7 @@ def _outcome(
     final: dict[str, float],
 ) -> TrainOutcome:
     return TrainOutcome(
-        status="paused" if status == "paused" else "succeeded",
+        status=status,
         step=progress.step,
         total_steps=run.total_steps,
         trained_tokens=progress.trained_tokens,

@@ -39,7 +39,7 @@ def test_prompt_completion_trains_completion_and_eos_only(tokenizer: Any) -> Non
 
 
 def test_chat_trains_assistant_turns_but_not_weight_zero(tokenizer: Any) -> None:
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Skip this answer", "weight": 0},

@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 from app.providers.local.base_models import TINY
 from app.providers.local.data import encode_preference
 from app.providers.local.metrics import sequence_logprobs
-from app.providers.local.modeling import load_base
+from app.providers.local.modeling import load_base, quiet_peft
 from app.providers.local.spec import Hyperparameters, TrainSpec
 from app.providers.local.trainer import train
 from tests.providers.local.conftest import WORDS, Recorder, write_jsonl
@@ -54,7 +54,8 @@ def test_dpo_raises_the_preferred_answers_margin(tiny_path: Path, tmp_path: Path
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_path))
     base = load_base(tiny_path, torch.float32, torch.device("cpu"))
     before = margin(base, tokenizer, valid)
-    tuned = PeftModel.from_pretrained(base, str(outcome.adapter_path))
+    with quiet_peft():
+        tuned = PeftModel.from_pretrained(base, str(outcome.adapter_path))
     after = margin(tuned, tokenizer, valid)
     assert after > before + 1.0
 

@@ -21,7 +21,7 @@ def spec(**hp: object) -> TrainSpec:
         base_path=Path("/m"),
         training_file=Path("/t.jsonl"),
         output_dir=Path("/o"),
-        hyperparameters=Hyperparameters(**hp),  # type: ignore[arg-type]
+        hyperparameters=Hyperparameters(**hp),
     )
 
 

@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -31,7 +32,7 @@ class PauseAt:
         return bool(self.recorder.steps) and self.recorder.steps[-1].step == self.step
 
 
-def make_spec(tiny_path: Path, tmp_path: Path, name: str) -> TrainSpec:
+def make_spec(tiny_path: Path, tmp_path: Path, name: str, state_interval: float | None = None) -> TrainSpec:
     train_file = tmp_path / "train.jsonl"
     if not train_file.exists():
         write_jsonl(train_file, format_rows(20))
@@ -45,6 +46,7 @@ def make_spec(tiny_path: Path, tmp_path: Path, name: str) -> TrainSpec:
         hyperparameters=HP,
         seed=3,
         num_threads=1,
+        state_interval_seconds=state_interval,
     )
 
 
@@ -95,8 +97,11 @@ def _child(spec_json: str) -> None:
     train(TrainSpec.model_validate_json(spec_json), SlowReporter())
 
 
-def test_killed_worker_resumes_from_last_checkpoint(tiny_path: Path, tmp_path: Path) -> None:
-    spec = make_spec(tiny_path, tmp_path, "killed")
+@pytest.mark.parametrize("state_interval", [None, 1e-6], ids=["epoch-checkpoints-only", "state-every-step"])
+def test_killed_worker_resumes_from_its_last_complete_state(
+    tiny_path: Path, tmp_path: Path, state_interval: float | None
+) -> None:
+    spec = make_spec(tiny_path, tmp_path, "killed", state_interval)
     context = multiprocessing.get_context("spawn")
     child = context.Process(target=_child, args=(spec.model_dump_json(),))
     child.start()
@@ -119,8 +124,11 @@ def test_killed_worker_resumes_from_last_checkpoint(tiny_path: Path, tmp_path: P
     resumed = Recorder()
     outcome = train(spec, resumed)
     assert outcome.status == "succeeded"
-    assert resumed.steps[0].step == 8  # the last complete state: epoch 1's checkpoint
-    assert ("info", "resumed from step 7") in resumed.messages
+    if state_interval is None:
+        assert resumed.steps[0].step == 8  # the last complete state: epoch 1's checkpoint
+        assert ("info", "resumed from step 7") in resumed.messages
+    else:
+        assert resumed.steps[0].step > 8  # a mid-epoch state saved after a later step
     steps = [line.split(",")[0] for line in outcome.results_csv.read_text().splitlines()[1:]]
     assert steps == [str(i) for i in range(1, 22)]
 

@@ -26,7 +26,7 @@ def spec_for(tiny_path: Path, tmp_path: Path, train_file: Path, **kwargs: object
     # One thread: the tiny model's ops are too small to split, and tests may share the cores with other runs.
     fields: dict[str, object] = {"hyperparameters": FAST, "output_dir": tmp_path / "out", "num_threads": 1}
     fields.update(kwargs)
-    return TrainSpec(base_model=TINY, base_path=tiny_path, training_file=train_file, **fields)  # type: ignore[arg-type]
+    return TrainSpec(base_model=TINY, base_path=tiny_path, training_file=train_file, **fields)
 
 
 def header(path: Path) -> list[str]:
