@@ -7,9 +7,11 @@ import io
 import json
 import time
 
+import sqlalchemy as sa
 from openai import OpenAI
 from openai.types.fine_tuning import FineTuningJob
 
+from app.db import sync_url
 from tests.conftest import Gateway, Tenant, make_tenant, wait_until_validated
 from tests.openai_schema import assert_matches
 
@@ -182,17 +184,30 @@ def test_classification_metrics_land_in_results_csv(training_gateway: Gateway) -
     assert 0.0 <= float(final["classification/accuracy"]) <= 1.0
 
 
+def _set_status(gateway: Gateway, file_id: str, status: str) -> None:
+    engine = sa.create_engine(sync_url(gateway.settings.resolved_database_url))
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("UPDATE files SET status = :s WHERE id = :id"), {"s": status, "id": file_id})
+    finally:
+        engine.dispose()
+
+
 def test_jobs_wait_for_validation_then_queue_or_fail(training_gateway: Gateway) -> None:
     client = make_tenant(training_gateway).client
     hyper = {"type": "supervised", "supervised": {"hyperparameters": {**FAST, "n_epochs": 1}}}
-    good = client.files.create(
-        file=("good.jsonl", b"".join(json.dumps(r).encode() + b"\n" for r in qa_rows(12))), purpose="fine-tune"
-    )
+    good = _upload(client, qa_rows(12))
     bad_rows = [json.dumps(r).encode() + b"\n" for r in qa_rows(11)] + [b"{broken\n"]
     bad = client.files.create(file=("bad.jsonl", b"".join(bad_rows)), purpose="fine-tune")
-    # Created at once, before the files' validation has finished.
-    ok_job = client.fine_tuning.jobs.create(model=MODEL, training_file=good.id, method=hyper)
-    bad_job = client.fine_tuning.jobs.create(model=MODEL, training_file=good.id, validation_file=bad.id, method=hyper)
+    assert wait_until_validated(client, bad.id).status == "error"
+    # As if both files were still being validated when the jobs are created (the validator is not re-run).
+    _set_status(training_gateway, good, "uploaded")
+    _set_status(training_gateway, bad.id, "uploaded")
+    ok_job = client.fine_tuning.jobs.create(model=MODEL, training_file=good, method=hyper)
+    bad_job = client.fine_tuning.jobs.create(model=MODEL, training_file=good, validation_file=bad.id, method=hyper)
+    assert (ok_job.status, bad_job.status) == ("validating_files", "validating_files")
+    _set_status(training_gateway, good, "processed")
+    _set_status(training_gateway, bad.id, "error")
 
     failed = wait_for(client, bad_job.id, {"succeeded", "failed"})
     assert failed.error is not None

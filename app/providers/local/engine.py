@@ -1,0 +1,295 @@
+"""The local inference engine: continuous batching of many requests over one base model and many LoRA adapters.
+
+All torch work runs on one background thread, so the event loop never blocks on a forward pass. Each iteration
+the thread admits the requests that arrived since the last one (prefill, first token), then runs ONE batched
+decode step for every running sequence of each base model, and hands each sequence's new token to its consumer's
+event loop. A consumer that stops iterating (a client disconnect) marks its sequence cancelled; the thread drops
+it before the next step.
+
+Use::
+
+    engine = Engine(store)
+    ids = engine.encode_chat("smollm2-135m-instruct", [{"role": "user", "content": "Hi"}])
+    async for chunk in engine.generate(GenerationRequest("smollm2-135m-instruct", ids, max_new_tokens=32)):
+        ...
+    await engine.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import random
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.providers.local.base_models import BaseModelStore
+from app.providers.local.data import render_prompt
+from app.providers.local.engine_batch import ModelSlot
+from app.providers.local.engine_decode import TextState, pick_token, token_logprob
+from app.providers.local.engine_types import (
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    TokenLogprob,
+    Usage,
+)
+from app.providers.local.modeling import default_device
+
+__all__ = ["Engine", "EngineClosed", "GenerationChunk", "GenerationRequest"]
+
+
+class EngineClosed(RuntimeError):
+    """The engine was closed before or while this request ran."""
+
+
+@dataclass(eq=False)
+class _Sequence:
+    """A request in flight: worker-thread state plus the consumer's queue."""
+
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue[GenerationChunk | BaseException]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    # Set by the worker thread at admission:
+    adapter: str = ""
+    text: TextState | None = None
+    generator: torch.Generator | None = None
+    last_token: int = 0
+
+    def send(self, item: GenerationChunk | BaseException) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+        except RuntimeError:  # the consumer's loop is closed: nobody is listening any more
+            self.cancelled.set()
+
+
+class Engine:
+    """Serves :class:`GenerationRequest` streams from local base models plus LoRA adapter folders.
+
+    ``max_adapters`` bounds the adapters loaded per base model (least recently used ones are unloaded);
+    ``max_batch_size`` bounds the running sequences per base model (later requests wait their turn).
+    """
+
+    def __init__(
+        self,
+        store: BaseModelStore,
+        *,
+        max_adapters: int = 8,
+        max_batch_size: int = 32,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | None = None,
+    ) -> None:
+        if max_adapters < 1 or max_batch_size < 1:
+            raise ValueError("max_adapters and max_batch_size must be at least 1")
+        self._store = store
+        self._max_adapters = max_adapters
+        self._max_batch_size = max_batch_size
+        self._dtype = dtype
+        self._device = device or default_device()
+        self._inbox: queue.SimpleQueue[_Sequence | None] = queue.SimpleQueue()
+        self._tokenizers: dict[str, tuple[Any, threading.Lock]] = {}
+        self._slots: dict[str, ModelSlot] = {}  # worker thread only
+        self._running: dict[str, list[_Sequence]] = {}  # worker thread only
+        self._waiting: list[_Sequence] = []  # worker thread only
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._start_lock = threading.Lock()
+
+    # -- encoding (callers apply templates here, then build a request) -----------------------------------------
+    def _tokenizer(self, model: str) -> tuple[Any, threading.Lock]:
+        if model not in self._tokenizers:
+            self._tokenizers[model] = (self._store.tokenizer(model), threading.Lock())
+        return self._tokenizers[model]
+
+    def encode_text(self, model: str, text: str) -> tuple[int, ...]:
+        """Plain text as prompt tokens (no special tokens added: the text is the whole prompt)."""
+        tokenizer, lock = self._tokenizer(model)
+        with lock:
+            return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_chat(self, model: str, messages: list[dict[str, Any]]) -> tuple[int, ...]:
+        """A conversation rendered with the model's chat template, ending where the assistant's reply starts."""
+        tokenizer, lock = self._tokenizer(model)
+        with lock:
+            text = render_prompt(tokenizer, messages)
+        return self.encode_text(model, text)
+
+    # -- the async API ------------------------------------------------------------------------------------------
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """Stream the completion of ``request``, one chunk per generated token; the last carries finish + usage."""
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        self._ensure_started()
+        seq = _Sequence(request, asyncio.get_running_loop(), asyncio.Queue())
+        self._inbox.put(seq)
+        try:
+            while True:
+                item = await seq.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            # Also reached when the consumer stops early (aclose, task cancelled): the worker drops the row.
+            seq.cancelled.set()
+
+    async def close(self) -> None:
+        """Stop the worker thread; requests still running end with :class:`EngineClosed`."""
+        self._closed = True
+        thread = self._thread
+        if thread is not None:
+            self._inbox.put(None)
+            await asyncio.to_thread(thread.join)
+
+    def loaded_adapters(self, model: str) -> list[Path]:
+        """The adapter folders loaded for ``model``, least recently used first (a snapshot, for tests/metrics)."""
+        slot = self._slots.get(model)
+        return list(slot.adapters) if slot is not None else []
+
+    def running(self) -> int:
+        """How many sequences are in a batch right now (a snapshot)."""
+        return sum(len(seqs) for seqs in list(self._running.values()))
+
+    def _ensure_started(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="ftgw-engine", daemon=True)
+                self._thread.start()
+
+    # -- the worker thread --------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        try:
+            with torch.inference_mode():
+                while self._take_inbox():
+                    self._admit()
+                    for name in list(self._running):
+                        try:
+                            self._decode(name)
+                        except Exception as error:  # e.g. out of memory: fail this batch, keep serving
+                            self._fail_batch(name, error)
+        except BaseException as error:  # a bug in here must not leave consumers waiting forever
+            self._closed = True
+            self._fail_all(error)
+            raise
+        self._fail_all(EngineClosed("the engine is closed"))
+
+    def _take_inbox(self) -> bool:
+        """Move new requests to the waiting list (blocking while idle); False once the engine is closing."""
+        idle = not self._waiting and not any(self._running.values())
+        while True:
+            try:
+                item = self._inbox.get(block=idle)
+            except queue.Empty:
+                return True
+            if item is None:
+                return False
+            self._waiting.append(item)
+            idle = False
+
+    def _admit(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for seq in waiting:
+            if seq.cancelled.is_set():
+                continue
+            try:
+                slot = self._slot(seq.request.model)
+                running = self._running.setdefault(seq.request.model, [])
+                if len(running) >= self._max_batch_size:
+                    self._waiting.append(seq)
+                    continue
+                self._prefill(slot, seq, running)
+            except Exception as error:  # a bad request (unknown model, broken adapter) fails alone
+                seq.send(error)
+
+    def _slot(self, model: str) -> ModelSlot:
+        if model not in self._slots:
+            self._slots[model] = ModelSlot(
+                self._store.resolve(model), dtype=self._dtype, device=self._device, max_adapters=self._max_adapters
+            )
+        return self._slots[model]
+
+    def _prefill(self, slot: ModelSlot, seq: _Sequence, running: list[_Sequence]) -> None:
+        request = seq.request
+        if len(request.prompt_ids) >= slot.context_length:
+            raise ValueError(
+                f"the prompt has {len(request.prompt_ids)} tokens; {request.model} takes at most "
+                f"{slot.context_length - 1} before the first generated token"
+            )
+        seq.adapter = slot.adapter_name(request.adapter, {s.adapter for s in running})
+        seq.text = TextState(slot.tokenizer, slot.tokenizer_lock, request.stop)
+        seed = request.seed if request.seed is not None else random.getrandbits(63)
+        seq.generator = torch.Generator().manual_seed(seed)
+        logits, kv = slot.prefill(list(request.prompt_ids), seq.adapter)
+        if self._accept(slot, seq, logits.cpu()):
+            slot.join(kv)
+            running.append(seq)
+
+    def _decode(self, model: str) -> None:
+        running = self._running[model]
+        slot = self._slots[model]
+        live = [i for i, s in enumerate(running) if not s.cancelled.is_set()]
+        if len(live) < len(running):
+            slot.keep_rows(live)
+            running[:] = [running[i] for i in live]
+        if not running:
+            slot.evict(set())
+            return
+        assert all(s.text is not None for s in running)
+        logits = slot.step(
+            [s.last_token for s in running],
+            [len(s.request.prompt_ids) + len(s.text.ids) - 1 for s in running if s.text is not None],
+            [s.adapter for s in running],
+        ).cpu()  # one device-to-host copy per step, not one per row
+        keep = [i for i, s in enumerate(running) if self._accept(slot, s, logits[i])]
+        if len(keep) < len(running):
+            slot.keep_rows(keep)
+            running[:] = [running[i] for i in keep]
+
+    def _accept(self, slot: ModelSlot, seq: _Sequence, logits: torch.Tensor) -> bool:
+        """Pick and send ``seq``'s next token; whether it goes on running."""
+        request, text, generator = seq.request, seq.text, seq.generator
+        assert text is not None and generator is not None
+        token = pick_token(logits, temperature=request.temperature, top_p=request.top_p, generator=generator)
+        logprobs: tuple[TokenLogprob, ...] = ()
+        if request.n_logprobs:
+            logprobs = (token_logprob(logits, token, request.n_logprobs, lambda i: text.decode([i])),)
+        finish: FinishReason | None = None
+        if token in slot.eos_ids:
+            text.ids.append(token)
+            piece, finish = text.flush(), "stop"
+        else:
+            piece, stopped = text.push(token)
+            total = len(request.prompt_ids) + len(text.ids)
+            if stopped:
+                finish = "stop"
+            elif len(text.ids) >= request.max_new_tokens or total >= slot.context_length:
+                piece, finish = piece + text.flush(), "length"
+        usage = Usage(len(request.prompt_ids), len(text.ids)) if finish else None
+        seq.send(GenerationChunk(piece, (token,), logprobs, finish, usage))
+        seq.last_token = token
+        return finish is None and not seq.cancelled.is_set()
+
+    def _fail_batch(self, model: str, error: Exception) -> None:
+        for seq in self._running.pop(model, []):
+            seq.send(error)
+        self._slots[model].keep_rows([])
+
+    def _fail_all(self, error: BaseException) -> None:
+        for seq in [*self._waiting, *(s for seqs in self._running.values() for s in seqs)]:
+            seq.send(error if isinstance(error, Exception) else EngineClosed(str(error)))
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item.send(EngineClosed("the engine is closed"))
+        self._waiting.clear()
+        self._running.clear()

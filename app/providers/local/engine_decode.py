@@ -1,0 +1,82 @@
+"""Per-sequence decoding: picking the next token, its logprobs, and turning tokens into safe-to-send text."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch
+
+from app.providers.local.engine_types import TokenLogprob, TopLogprob
+
+REPLACEMENT = "\ufffd"
+
+
+def pick_token(logits: torch.Tensor, *, temperature: float, top_p: float, generator: torch.Generator) -> int:
+    """Greedy at temperature 0, else nucleus sampling from ``generator`` (one row of float logits)."""
+    if temperature == 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1:
+        sorted_probs, order = probs.sort(descending=True)
+        # Keep the smallest prefix whose mass reaches top_p: a token stays if the mass before it is below top_p.
+        keep = (sorted_probs.cumsum(-1) - sorted_probs) < top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def token_logprob(logits: torch.Tensor, token_id: int, n: int, text_of: Any) -> TokenLogprob:
+    """The chosen token's logprob and the ``n`` most likely tokens, under the unscaled distribution."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    values, ids = logprobs.topk(n) if n else (logprobs[:0], logprobs[:0].long())
+    top = tuple(TopLogprob(int(i), text_of(int(i)), float(v)) for v, i in zip(values, ids, strict=True))
+    return TokenLogprob(token_id, text_of(token_id), float(logprobs[token_id]), top)
+
+
+class TextState:
+    """The generated tokens of one sequence and how much of their text has been sent.
+
+    Decodes the whole completion each step (a few hundred tokens at most: microseconds) rather than per token,
+    because a byte-level BPE token can be half a UTF-8 character that only the next token completes.
+    """
+
+    def __init__(self, tokenizer: Any, lock: threading.Lock, stop: tuple[str, ...]) -> None:
+        self._tokenizer = tokenizer
+        self._lock = lock
+        self._stop = stop
+        self.ids: list[int] = []
+        self._sent = 0
+
+    def decode(self, ids: list[int]) -> str:
+        with self._lock:
+            return str(self._tokenizer.decode(ids, skip_special_tokens=True))
+
+    def push(self, token_id: int) -> tuple[str, bool]:
+        """Add a token; returns (text now safe to send, whether a stop string ended the sequence)."""
+        self.ids.append(token_id)
+        text = self.decode(self.ids)
+        found = (text.find(s, max(0, self._sent - len(s) + 1)) for s in self._stop)
+        cut = min((i for i in found if i >= 0), default=-1)
+        if cut >= 0:
+            return self._take(text, max(cut, self._sent)), True
+        end = len(text.rstrip(REPLACEMENT))
+        end -= self._stop_prefix_length(text[self._sent : end])
+        return self._take(text, end), False
+
+    def flush(self) -> str:
+        """Everything not sent yet: the sequence ended without a stop string."""
+        return self._take(self.decode(self.ids), None)
+
+    def _take(self, text: str, end: int | None) -> str:
+        end = len(text) if end is None else end
+        piece = text[self._sent : end] if end > self._sent else ""
+        self._sent = max(self._sent, end)
+        return piece
+
+    def _stop_prefix_length(self, pending: str) -> int:
+        # The longest tail of the unsent text that some stop string starts with: it may still become that stop.
+        for k in range(min(len(pending), max((len(s) for s in self._stop), default=1) - 1), 0, -1):
+            tail = pending[-k:]
+            if any(s.startswith(tail) for s in self._stop):
+                return k
+        return 0

@@ -1,0 +1,95 @@
+"""The engine's wire types: what a caller asks for (:class:`GenerationRequest`) and what it streams back.
+
+Plain frozen dataclasses, not pydantic: the serving layer validates user input into its own schemas first and
+builds these afterwards, and chunks are created once per token on the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+FinishReason = Literal["stop", "length"]
+MAX_LOGPROBS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One completion to generate: already-encoded prompt tokens (see ``Engine.encode_chat``/``encode_text``).
+
+    ``temperature == 0`` is greedy decoding; ``seed`` makes sampling reproducible per request, whatever else
+    shares the batch. ``n_logprobs`` is OpenAI's completions ``logprobs=N``: the chosen token's logprob and the
+    N most likely alternatives at each position.
+    """
+
+    model: str
+    prompt_ids: tuple[int, ...]
+    adapter: Path | None = None
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    n_logprobs: int = 0
+
+    def __post_init__(self) -> None:
+        # Fail at the caller (a 4xx upstream), not inside the worker thread where it would abort a whole batch.
+        if not self.prompt_ids:
+            raise ValueError("prompt_ids must not be empty")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        if self.temperature < 0:
+            raise ValueError("temperature must not be negative")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if not 0 <= self.n_logprobs <= MAX_LOGPROBS:
+            raise ValueError(f"n_logprobs must be in 0..{MAX_LOGPROBS}")
+        if any(not s for s in self.stop):
+            raise ValueError("stop strings must not be empty")
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    """One candidate token at a position."""
+
+    token_id: int
+    token: str
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """The chosen token's logprob (under the model's unscaled distribution) and the top alternatives."""
+
+    token_id: int
+    token: str
+    logprob: float
+    top: tuple[TopLogprob, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts, as OpenAI bills them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationChunk:
+    """What one decode step added to a sequence; the last chunk has ``finish_reason`` and ``usage``.
+
+    ``text`` may be empty while ``token_ids`` is not: text is held back while it ends in an incomplete UTF-8
+    character or could still turn into a stop string.
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    logprobs: tuple[TokenLogprob, ...] = field(default=())
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None

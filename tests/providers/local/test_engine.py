@@ -1,0 +1,196 @@
+"""The batching inference engine on the tiny model: same tokens as the reference path, alone or batched."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.providers.local.base_models import SMOLLM2, TINY, BaseModelStore
+from app.providers.local.engine import Engine, GenerationChunk, GenerationRequest
+from app.providers.local.engine_decode import TextState
+from app.providers.local.generate import complete
+from app.providers.local.modeling import quiet_peft
+
+torch.set_num_threads(1)  # other test runs may share the two cores; the tiny model gains nothing from more
+
+PROMPTS = ["Q: banana 7\n\n###\n\n", "Hello there", "The quick brown fox", "1, 2, 3,"]
+
+
+@pytest.fixture
+async def engine(store: BaseModelStore) -> AsyncIterator[Engine]:
+    engine = Engine(store, max_adapters=4)
+    yield engine
+    await engine.close()
+
+
+def random_adapter(tiny_path: Path, folder: Path, seed: int) -> Path:
+    """A LoRA adapter with random non-zero A and B: a cheap stand-in for a trained one that changes outputs."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_path), local_files_only=True)
+    config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    with torch.random.fork_rng(devices=[]), quiet_peft():
+        torch.manual_seed(seed)
+        model = get_peft_model(base, config)
+    model.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_path: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return [random_adapter(tiny_path, root / f"a{seed}", seed) for seed in range(3)]
+
+
+async def collect(engine: Engine, request: GenerationRequest) -> list[GenerationChunk]:
+    return [chunk async for chunk in engine.generate(request)]
+
+
+def text_of(chunks: list[GenerationChunk]) -> str:
+    return "".join(c.text for c in chunks)
+
+
+def greedy(engine: Engine, prompt: str, adapter: Path | None = None, **kwargs: object) -> GenerationRequest:
+    fields: dict[str, object] = {"max_new_tokens": 10, "temperature": 0.0, **kwargs}
+    return GenerationRequest(TINY, engine.encode_text(TINY, prompt), adapter=adapter, **fields)  # type: ignore[arg-type]
+
+
+async def test_greedy_matches_the_reference_path(engine: Engine, tiny_path: Path) -> None:
+    chunks = await collect(engine, greedy(engine, PROMPTS[0]))
+    assert text_of(chunks) == complete(tiny_path, None, PROMPTS[0], max_new_tokens=10)
+    assert [c.finish_reason for c in chunks] == [None] * 9 + ["length"]
+    assert chunks[-1].usage is not None
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (9, 10)
+    assert sum(len(c.token_ids) for c in chunks) == 10
+
+    chat = engine.encode_chat(TINY, [{"role": "user", "content": "Say ok"}])
+    request = GenerationRequest(TINY, chat, max_new_tokens=6, temperature=0.0)
+    assert text_of(await collect(engine, request)) == complete(tiny_path, None, "Say ok", max_new_tokens=6, chat=True)
+
+
+async def test_concurrent_requests_match_one_by_one(engine: Engine) -> None:
+    requests = [greedy(engine, p, n_logprobs=3, max_new_tokens=8 + 2 * i) for i, p in enumerate(PROMPTS)]
+    alone = [await collect(engine, r) for r in requests]
+    together = await asyncio.gather(*(collect(engine, r) for r in requests))
+    for a, b in zip(alone, together, strict=True):
+        assert [c.token_ids for c in a] == [c.token_ids for c in b]
+        # Left padding, masks and positions are right only if the numbers match too, not just the argmaxes.
+        got = [t.logprob for c in b for lp in c.logprobs for t in lp.top]
+        want = [t.logprob for c in a for lp in c.logprobs for t in lp.top]
+        assert got == pytest.approx(want, abs=1e-4)
+
+
+async def test_adapters_and_base_in_one_batch(engine: Engine, tiny_path: Path, adapters: list[Path]) -> None:
+    prompt = PROMPTS[1]
+    choices: list[Path | None] = [adapters[0], None, adapters[1], adapters[0]]
+    results = await asyncio.gather(*(collect(engine, greedy(engine, prompt, adapter=a)) for a in choices))
+    texts = [text_of(r) for r in results]
+    assert texts == [complete(tiny_path, a, prompt, max_new_tokens=10) for a in choices]
+    assert len(set(texts)) == 3  # the adapters really change the output
+
+
+async def test_stop_strings_cut_and_are_excluded(engine: Engine) -> None:
+    full = text_of(await collect(engine, greedy(engine, PROMPTS[2], max_new_tokens=12)))
+    stop = full[8:12]
+    chunks = await collect(engine, greedy(engine, PROMPTS[2], max_new_tokens=12, stop=("never seen", stop)))
+    assert text_of(chunks) == full[: full.find(stop)]
+    assert chunks[-1].finish_reason == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens < 12
+
+
+async def test_seed_makes_sampling_reproducible(engine: Engine) -> None:
+    def sampled(seed: int) -> GenerationRequest:
+        return GenerationRequest(
+            TINY, engine.encode_text(TINY, PROMPTS[0]), max_new_tokens=16, temperature=3.0, top_p=0.95, seed=seed
+        )
+
+    first = [c.token_ids for c in await collect(engine, sampled(1))]
+    # The same seed in a batch with other sequences draws the same tokens.
+    batched = await asyncio.gather(collect(engine, sampled(1)), collect(engine, sampled(2)))
+    assert [c.token_ids for c in batched[0]] == first
+    assert [c.token_ids for c in batched[1]] != first
+
+
+async def test_logprobs_top_alternatives(engine: Engine) -> None:
+    chunks = await collect(engine, greedy(engine, PROMPTS[3], n_logprobs=5, max_new_tokens=6))
+    for chunk in chunks:
+        (lp,) = chunk.logprobs
+        assert lp.token_id == chunk.token_ids[0]
+        assert len(lp.top) == 5
+        assert lp.top[0].token_id == lp.token_id
+        assert lp.top[0].logprob == pytest.approx(lp.logprob)
+        assert [t.logprob for t in lp.top] == sorted((t.logprob for t in lp.top), reverse=True)
+        assert all(t.logprob <= 0 for t in lp.top)
+    assert not (await collect(engine, greedy(engine, PROMPTS[3], max_new_tokens=2)))[0].logprobs
+
+
+async def test_lru_unloads_adapters_beyond_the_bound(store: BaseModelStore, adapters: list[Path]) -> None:
+    engine = Engine(store, max_adapters=2)
+    try:
+        for adapter in [adapters[0], adapters[1], adapters[0], adapters[2]]:
+            await collect(engine, greedy(engine, PROMPTS[0], adapter=adapter, max_new_tokens=2))
+        # adapters[1] was the least recently used when adapters[2] arrived.
+        assert engine.loaded_adapters(TINY) == [adapters[0].resolve(), adapters[2].resolve()]
+        # Reloading an evicted adapter gives its outputs again.
+        again = await collect(engine, greedy(engine, PROMPTS[1], adapter=adapters[1]))
+        assert text_of(again) == complete(store.resolve(TINY), adapters[1], PROMPTS[1], max_new_tokens=10)
+    finally:
+        await engine.close()
+
+
+async def test_a_cancelled_consumer_frees_its_slot(engine: Engine) -> None:
+    stream = engine.generate(greedy(engine, PROMPTS[0], max_new_tokens=1500))
+    assert [await anext(stream) for _ in range(2)]
+    await stream.aclose()  # type: ignore[attr-defined]
+    for _ in range(200):
+        if engine.running() == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.running() == 0
+    assert (await collect(engine, greedy(engine, PROMPTS[1], max_new_tokens=3)))[-1].finish_reason == "length"
+
+
+def test_text_is_sent_only_when_whole(store: BaseModelStore) -> None:
+    tokenizer = store.tokenizer(TINY)
+    text = "naïve 😀 世界 done"
+    state = TextState(tokenizer, threading.Lock(), stop=(" do",))
+    pieces = [state.push(t) for t in tokenizer(text, add_special_tokens=False)["input_ids"]]
+    assert not any("\ufffd" in p for p, _ in pieces)
+    assert "".join(p for p, _ in pieces) == "naïve 😀 世界"
+    assert pieces[-1][1] or pieces[-2][1]
+
+
+async def test_smollm2_batched_chat_matches_the_reference(smollm2_path: Path, store: BaseModelStore) -> None:
+    engine = Engine(store)
+    try:
+        questions = ["What is the capital of France?", "Name a color."]
+        requests = [
+            GenerationRequest(
+                SMOLLM2,
+                engine.encode_chat(SMOLLM2, [{"role": "user", "content": q}]),
+                max_new_tokens=12,
+                temperature=0.0,
+            )
+            for q in questions
+        ]
+        results = await asyncio.gather(*(collect(engine, r) for r in requests))
+        for q, chunks in zip(questions, results, strict=True):
+            assert text_of(chunks) == complete(smollm2_path, None, q, max_new_tokens=12, chat=True)
+    finally:
+        await engine.close()
+
+
+async def test_a_bad_request_fails_alone(engine: Engine) -> None:
+    with pytest.raises(KeyError):
+        await collect(engine, GenerationRequest("no-such-model", (1, 2, 3), max_new_tokens=2))
+    with pytest.raises(ValueError, match="at most"):
+        await collect(engine, GenerationRequest(TINY, (5,) * 2048, max_new_tokens=2))
+    with pytest.raises(ValueError, match="n_logprobs"):
+        GenerationRequest(TINY, (1,), n_logprobs=21)
+    assert (await collect(engine, greedy(engine, PROMPTS[1], max_new_tokens=2)))[-1].finish_reason == "length"
