@@ -28,6 +28,7 @@ from app.files.tasks import purge_expired_forever
 from app.fine_tuning.endpoints import router as jobs_router
 from app.fine_tuning.events import DISPATCH_WAKEUP
 from app.health.endpoints import router as health_router
+from app.inference.endpoints import router as inference_router
 from app.kit.tasks import TaskRunner
 from app.kit.time import unix, utcnow
 from app.providers.setup import build_providers
@@ -113,6 +114,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await runner.shutdown()
+        if getattr(app.state, "inference_engine", None) is not None:
+            await app.state.inference_engine.close()
         await engine.dispose()
 
 
@@ -134,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs_router,
         models_router,
         webhooks_router,
+        inference_router,
     ):
         app.include_router(router)
     return app

@@ -12,9 +12,21 @@ from jsonschema import Draft202012Validator
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "openai-openapi-subset.json"
 
 
+def _nullable(node: Any) -> Any:
+    """OpenAPI 3.0's ``nullable: true`` as JSON Schema: the same schema, or null."""
+    if isinstance(node, list):
+        return [_nullable(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _nullable(value) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable") is True:
+        return {"anyOf": [converted, {"type": "null"}]}
+    return converted
+
+
 @cache
 def _document() -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(REFERENCE.read_text())
+    document: dict[str, Any] = _nullable(json.loads(REFERENCE.read_text()))
     return document
 
 
