@@ -6,9 +6,10 @@ from fastapi import APIRouter, Request
 
 from app.auth.principal import PrincipalDep
 from app.db import SessionDep
+from app.errors import InvalidRequest
 from app.kit.time import unix
 from app.providers.registry import ProviderRegistry
-from app.registry.schemas import ModelList, ModelOut
+from app.registry.schemas import ModelDeleted, ModelList, ModelOut
 from app.registry.service import registry_service
 
 router = APIRouter(prefix="/v1/models", tags=["Models"])
@@ -36,3 +37,12 @@ async def retrieve_model(model: str, request: Request, session: SessionDep, prin
             return base
     tuned = await registry_service.get_fine_tuned(session, principal.project_id, model)
     return ModelOut(id=tuned.id, created=unix(tuned.created_at), owned_by=principal.project_id)
+
+
+@router.delete("/{model:path}", response_model=ModelDeleted)
+async def delete_model(model: str, request: Request, session: SessionDep, principal: PrincipalDep) -> ModelDeleted:
+    """Delete one of the project's fine-tuned models (or checkpoints); afterwards it is a 404 everywhere."""
+    if any(base.id == model for base in _base_models(request)):
+        raise InvalidRequest(f"'{model}' is a base model; only fine-tuned models can be deleted.", param="model")
+    deleted = await registry_service.delete_fine_tuned(session, principal.project_id, model)
+    return ModelDeleted(id=deleted.id)

@@ -14,6 +14,12 @@ class ModelOut(Schema):
     owned_by: str
 
 
+class ModelDeleted(Schema):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool = True
+
+
 class ModelList(Schema):
     object: Literal["list"] = "list"
     data: list[ModelOut]

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.service import auth_service
 from app.errors import NotFound
+from app.kit.time import utcnow
 from app.providers.base import TrainingProvider
 from app.providers.registry import ProviderRegistry
 from app.registry.models import FineTunedModel
@@ -65,6 +66,13 @@ class RegistryService:
         found = await ModelRepository(session).get(project_id, model)
         if found is None:
             raise model_not_found(model)
+        return found
+
+    async def delete_fine_tuned(self, session: AsyncSession, project_id: str, model: str) -> FineTunedModel:
+        """Retire a fine-tuned model: it leaves /v1/models and stops answering (its files stay for the record)."""
+        found = await self.get_fine_tuned(session, project_id, model)
+        found.deleted_at = utcnow()
+        await session.flush()
         return found
 
     async def project_name(self, session: AsyncSession, project_id: str) -> str:

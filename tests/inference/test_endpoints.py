@@ -137,3 +137,33 @@ def test_fine_tuned_model_answers_in_its_trained_format(training_gateway: Gatewa
     other = make_tenant(training_gateway)
     with pytest.raises(openai.NotFoundError):
         other.client.completions.create(model=done.fine_tuned_model, prompt=PROMPT)
+
+
+def test_deleted_fine_tuned_model_is_404_everywhere(training_gateway: Gateway) -> None:
+    tenant = make_tenant(training_gateway)
+    client = tenant.client
+    job = client.fine_tuning.jobs.create(
+        model=MODEL,
+        training_file=_upload(client, qa_rows(12)),
+        method={"type": "supervised", "supervised": {"hyperparameters": {**FAST, "n_epochs": 1}}},
+    )
+    done = wait_for(client, job.id, {"succeeded", "failed"})
+    assert done.fine_tuned_model is not None
+    other = make_tenant(training_gateway)
+    with pytest.raises(openai.NotFoundError):
+        other.client.models.delete(done.fine_tuned_model)
+    with pytest.raises(openai.BadRequestError):
+        client.models.delete(MODEL)
+
+    deleted = client.models.delete(done.fine_tuned_model)
+
+    assert (deleted.id, deleted.deleted) == (done.fine_tuned_model, True)
+    with training_gateway.http(tenant.key) as http:
+        assert_matches(http.delete(f"/v1/models/{done.fine_tuned_model}").json(), "ErrorResponse")
+    assert done.fine_tuned_model not in [m.id for m in client.models.list()]
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve(done.fine_tuned_model)
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model=done.fine_tuned_model, prompt=PROMPT)
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.create(model=done.fine_tuned_model, training_file=done.training_file)
