@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -21,12 +21,14 @@ from app.inference.schemas import (
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
+    Sampling,
     TokenLogprob,
     TopLogprob,
     Usage,
 )
 from app.inference.service import ChoiceResult, inference_service, now, response_id
 from app.providers.local.engine import Engine
+from app.providers.local.engine_types import GenerationChunk, GenerationRequest
 from app.providers.local.engine_types import TokenLogprob as EngineLogprob
 
 router = APIRouter(prefix="/v1", tags=["Inference"])
@@ -98,25 +100,16 @@ async def chat_completions(
     engine = get_engine(request)
     messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in body.messages]
     prompt = engine.encode_chat(target.base_model, messages)
-    n_logprobs = (body.top_logprobs or 0) if body.logprobs else 0
-    requests = [
-        inference_service.request(
-            target,
-            prompt,
-            max_tokens=body.max_completion_tokens or body.max_tokens or 256,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            seed=body.seed,
-            stop=body.stops(),
-            n_logprobs=n_logprobs,
-            index=i,
-        )
-        for i in range(body.n)
-    ]
+    requests = inference_service.requests(
+        target,
+        [prompt],
+        body,
+        max_tokens=body.max_completion_tokens or body.max_tokens or 256,
+        n_logprobs=(body.top_logprobs or 0) if body.logprobs else 0,
+    )
     completion_id, created = response_id("chatcmpl"), now()
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _sse(_chat_stream(engine, requests, completion_id, created, body, include_usage))
+        return _sse(_chat_stream(engine, requests, completion_id, created, body))
     results = await inference_service.complete(engine, requests)
     return ChatCompletion(
         id=completion_id,
@@ -135,23 +128,34 @@ async def chat_completions(
     )
 
 
-async def _chat_stream(
+ChoiceFormatter = Callable[[int, GenerationChunk], dict[str, Any] | None]
+
+
+async def _stream(
     engine: Engine,
-    requests: list[Any],
-    completion_id: str,
-    created: int,
-    body: ChatCompletionRequest,
+    requests: list[GenerationRequest],
+    base: dict[str, Any],
     include_usage: bool,
+    choice_of: ChoiceFormatter,
+    opening: list[dict[str, Any]] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model}
-    for index in range(len(requests)):
-        yield {
-            **base,
-            "choices": [{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
-        }
-    results = {i: ChoiceResult(index=i) for i in range(len(requests))}
+    """The chunks of every choice as they come, in ``base``'s envelope; usage last when asked for."""
+    for first in opening or []:
+        yield {**base, "choices": [first]}
+    results = [ChoiceResult(index=i) for i in range(len(requests))]
     async for index, chunk in inference_service.stream(engine, requests):
-        inference_service._absorb(results[index], chunk)
+        results[index].absorb(chunk)
+        choice = choice_of(index, chunk)
+        if choice is not None:
+            yield {**base, "choices": [choice]}
+    if include_usage:
+        yield {**base, "choices": [], "usage": _usage(results).model_dump()}
+
+
+def _chat_stream(
+    engine: Engine, requests: list[GenerationRequest], completion_id: str, created: int, body: ChatCompletionRequest
+) -> AsyncIterator[dict[str, Any]]:
+    def choice_of(index: int, chunk: GenerationChunk) -> dict[str, Any] | None:
         choice: dict[str, Any] = {
             "index": index,
             "delta": {"content": chunk.text} if chunk.text else {},
@@ -159,10 +163,17 @@ async def _chat_stream(
         }
         if body.logprobs and chunk.logprobs:
             choice["logprobs"] = _chat_logprobs(list(chunk.logprobs)).model_dump()
-        if chunk.text or chunk.finish_reason or "logprobs" in choice:
-            yield {**base, "choices": [choice]}
-    if include_usage:
-        yield {**base, "choices": [], "usage": _usage(list(results.values())).model_dump()}
+        return choice if chunk.text or chunk.finish_reason or "logprobs" in choice else None
+
+    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model}
+    opening = [
+        {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None} for i in range(len(requests))
+    ]
+    return _stream(engine, requests, base, _include_usage(body), choice_of, opening)
+
+
+def _include_usage(body: Sampling) -> bool:
+    return bool(body.stream_options and body.stream_options.include_usage)
 
 
 @router.post("/completions", response_model=Completion, responses=STREAM_RESPONSE)
@@ -173,25 +184,16 @@ async def completions(
     target = await inference_service.resolve(session, request.app.state.providers, principal.project_id, body.model)
     engine = get_engine(request)
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    requests = [
-        inference_service.request(
-            target,
-            engine.encode_text(target.base_model, prompt),
-            max_tokens=body.max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            seed=body.seed,
-            stop=body.stops(),
-            n_logprobs=body.logprobs or 0,
-            index=p * body.n + i,
-        )
-        for p, prompt in enumerate(prompts)
-        for i in range(body.n)
-    ]
+    requests = inference_service.requests(
+        target,
+        [engine.encode_text(target.base_model, prompt) for prompt in prompts],
+        body,
+        max_tokens=body.max_tokens,
+        n_logprobs=body.logprobs or 0,
+    )
     completion_id, created = response_id("cmpl"), now()
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _sse(_completion_stream(engine, requests, completion_id, created, body, include_usage))
+        return _sse(_completion_stream(engine, requests, completion_id, created, body))
     results = await inference_service.complete(engine, requests)
     return Completion(
         id=completion_id,
@@ -210,25 +212,14 @@ async def completions(
     )
 
 
-async def _completion_stream(
-    engine: Engine,
-    requests: list[Any],
-    completion_id: str,
-    created: int,
-    body: CompletionRequest,
-    include_usage: bool,
+def _completion_stream(
+    engine: Engine, requests: list[GenerationRequest], completion_id: str, created: int, body: CompletionRequest
 ) -> AsyncIterator[dict[str, Any]]:
+    def choice_of(index: int, chunk: GenerationChunk) -> dict[str, Any] | None:
+        if not (chunk.text or chunk.finish_reason):
+            return None
+        logprobs = _completion_logprobs(list(chunk.logprobs)).model_dump() if body.logprobs is not None else None
+        return {"index": index, "text": chunk.text, "finish_reason": chunk.finish_reason, "logprobs": logprobs}
+
     base = {"id": completion_id, "object": "text_completion", "created": created, "model": body.model}
-    results = {i: ChoiceResult(index=i) for i in range(len(requests))}
-    async for index, chunk in inference_service.stream(engine, requests):
-        inference_service._absorb(results[index], chunk)
-        if chunk.text or chunk.finish_reason:
-            logprobs = _completion_logprobs(list(chunk.logprobs)).model_dump() if body.logprobs is not None else None
-            yield {
-                **base,
-                "choices": [
-                    {"index": index, "text": chunk.text, "finish_reason": chunk.finish_reason, "logprobs": logprobs}
-                ],
-            }
-    if include_usage:
-        yield {**base, "choices": [], "usage": _usage(list(results.values())).model_dump()}
+    return _stream(engine, requests, base, _include_usage(body), choice_of)

@@ -15,7 +15,9 @@ class StreamOptions(Schema):
     include_usage: bool = False
 
 
-class _Sampling(Schema):
+class Sampling(Schema):
+    """What chat and text completions share."""
+
     model: Annotated[str, Field(min_length=1, max_length=512)]
     temperature: Annotated[float, Field(ge=0, le=2)] = 1.0
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
@@ -43,7 +45,7 @@ class ChatMessage(Schema):
         return self.content or ""
 
 
-class ChatCompletionRequest(_Sampling):
+class ChatCompletionRequest(Sampling):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -57,7 +59,7 @@ class ChatCompletionRequest(_Sampling):
         return self
 
 
-class CompletionRequest(_Sampling):
+class CompletionRequest(Sampling):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=8)]
     max_tokens: Annotated[int, Field(ge=1)] = 16
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None

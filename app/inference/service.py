@@ -12,6 +12,7 @@ from typing import Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import InvalidRequest
+from app.inference.schemas import Sampling
 from app.kit.ids import random_token
 from app.providers.local.engine import Engine
 from app.providers.local.engine_types import GenerationChunk, GenerationRequest
@@ -39,6 +40,16 @@ class ChoiceResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
+    def absorb(self, chunk: GenerationChunk) -> None:
+        """Add one streamed chunk to the choice's running total."""
+        self.text += chunk.text
+        self.logprobs.extend(chunk.logprobs)
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
+        if chunk.usage is not None:
+            self.prompt_tokens = chunk.usage.prompt_tokens
+            self.completion_tokens = chunk.usage.completion_tokens
+
 
 class InferenceService:
     async def resolve(self, session: AsyncSession, providers: ProviderRegistry, project_id: str, model: str) -> Target:
@@ -59,31 +70,32 @@ class InferenceService:
         raise model_not_found(model)
 
     @staticmethod
-    def request(
+    def requests(
         target: Target,
-        prompt_ids: tuple[int, ...],
+        prompts: list[tuple[int, ...]],
+        body: Sampling,
         *,
         max_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int | None,
-        stop: tuple[str, ...],
         n_logprobs: int,
-        index: int,
-    ) -> GenerationRequest:
+    ) -> list[GenerationRequest]:
+        """``body.n`` generations of every prompt, choice index ``prompt * n + i`` as OpenAI numbers them."""
         try:
-            return GenerationRequest(
-                model=target.base_model,
-                prompt_ids=prompt_ids,
-                adapter=target.adapter,
-                max_new_tokens=max_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                # n choices with one seed must still differ: each choice gets its own derived seed.
-                seed=None if seed is None else seed + index,
-                stop=stop,
-                n_logprobs=n_logprobs,
-            )
+            return [
+                GenerationRequest(
+                    model=target.base_model,
+                    prompt_ids=prompt,
+                    adapter=target.adapter,
+                    max_new_tokens=max_tokens,
+                    temperature=body.temperature,
+                    top_p=body.top_p,
+                    # n choices with one seed must still differ: each choice gets its own derived seed.
+                    seed=None if body.seed is None else body.seed + p * body.n + i,
+                    stop=body.stops(),
+                    n_logprobs=n_logprobs,
+                )
+                for p, prompt in enumerate(prompts)
+                for i in range(body.n)
+            ]
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
 
@@ -93,7 +105,7 @@ class InferenceService:
         async def one(index: int, request: GenerationRequest) -> ChoiceResult:
             result = ChoiceResult(index=index)
             async for chunk in engine.generate(request):
-                self._absorb(result, chunk)
+                result.absorb(chunk)
             return result
 
         return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
@@ -127,16 +139,6 @@ class InferenceService:
         finally:
             for task in tasks:
                 task.cancel()  # a client that went away stops its generations
-
-    @staticmethod
-    def _absorb(result: ChoiceResult, chunk: GenerationChunk) -> None:
-        result.text += chunk.text
-        result.logprobs.extend(chunk.logprobs)
-        if chunk.finish_reason is not None:
-            result.finish_reason = chunk.finish_reason
-        if chunk.usage is not None:
-            result.prompt_tokens = chunk.usage.prompt_tokens
-            result.completion_tokens = chunk.usage.completion_tokens
 
 
 def response_id(prefix: str) -> str:
