@@ -22,6 +22,9 @@ class UpstreamProviderConfig(BaseModel):
     timeout_seconds: float = Field(default=60, gt=0)
     max_retries: int = Field(default=3, ge=0)
     poll_seconds: float = Field(default=5, gt=0, description="How often a running upstream job is mirrored.")
+    retry_backoff_seconds: float = Field(default=0.25, ge=0, description="First inference retry delay; doubles.")
+    cooldown_after_failures: int = Field(default=3, ge=1, description="Failed calls in a row before a cooldown.")
+    cooldown_seconds: float = Field(default=30, ge=0, description="How long a failing provider is skipped.")
 
     @field_validator("models", mode="before")
     @classmethod
@@ -70,6 +73,10 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_timeout_seconds: float = Field(default=10, gt=0)
 
+    route_cache_seconds: float = Field(
+        default=5, ge=0, description="How long aliases and fine-tuned models are routed from memory."
+    )
+    usage_flush_seconds: float = Field(default=2, gt=0, description="How often counted usage is written.")
     purge_interval_seconds: float = Field(default=600, gt=0, description="How often expired files are purged.")
 
     @model_validator(mode="after")

@@ -91,6 +91,20 @@ class PayloadTooLarge(GatewayError):
     code = "file_too_large"
 
 
+class RateLimited(GatewayError):
+    status_code = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class BadGateway(GatewayError):
+    """An upstream model failed and no fallback answered."""
+
+    status_code = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
 class ServiceUnavailable(GatewayError):
     status_code = 503
     type = "server_error"

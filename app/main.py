@@ -28,12 +28,20 @@ from app.files.tasks import purge_expired_forever
 from app.fine_tuning.endpoints import router as jobs_router
 from app.fine_tuning.events import DISPATCH_WAKEUP
 from app.health.endpoints import router as health_router
+from app.inference.endpoints import local_engine
 from app.inference.endpoints import router as inference_router
+from app.inference.gateway import InferenceGateway
+from app.inference.upstream import UpstreamClients
 from app.kit.tasks import TaskRunner
 from app.kit.time import unix, utcnow
 from app.providers.setup import build_providers
+from app.registry.alias_endpoints import router as registry_router
 from app.registry.endpoints import router as models_router
+from app.registry.routing import ModelCatalog
 from app.tokenizers import seed_tiktoken_cache
+from app.usage.endpoints import router as usage_router
+from app.usage.limits import RateLimiter
+from app.usage.service import UsageMeter
 from app.webhooks.endpoints import router as webhooks_router
 from app.webhooks.service import Dispatcher
 from app.worker.runner import Worker
@@ -82,6 +90,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.tasks = runner = TaskRunner()
     app.state.validator = validator = UploadValidator(sessionmaker, store, runner)
     app.state.providers = providers = build_providers(settings)
+    app.state.catalog = catalog = ModelCatalog(providers, sessionmaker, ttl_seconds=settings.route_cache_seconds)
+    app.state.usage = meter = UsageMeter(sessionmaker)
+    clients = UpstreamClients(settings.providers)
+    app.state.inference = InferenceGateway(
+        catalog, clients, meter, RateLimiter(), engine=lambda: local_engine(app.state)
+    )
     store.sweep_temp()
     background: list[asyncio.Task[None]] = []
     try:
@@ -102,6 +116,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             wakeup=dispatch_wakeup,
         )
         start(dispatcher.run_forever(), "ftgw-webhooks")
+        start(meter.run_forever(settings.usage_flush_seconds), "ftgw-usage")
         if settings.embedded_worker:
             worker = Worker(settings, sessionmaker, store, providers, wakeup=app.state.worker_wakeup)
             app.state.worker = worker
@@ -114,6 +129,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await runner.shutdown()
+        await clients.aclose()
         if getattr(app.state, "inference_engine", None) is not None:
             await app.state.inference_engine.close()
         await engine.dispose()
@@ -136,6 +152,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         datasets_router,
         jobs_router,
         models_router,
+        registry_router,
+        usage_router,
         webhooks_router,
         inference_router,
     ):

@@ -5,20 +5,25 @@ from app.datasets.models import StoredReport
 from app.files.models import StoredFile
 from app.fine_tuning.models import FineTuningJob, JobCheckpoint, JobEvent
 from app.kit.orm import Base
-from app.registry.models import FineTunedModel
+from app.registry.models import AliasVersion, FineTunedModel, ModelAlias, RegistryChange
+from app.usage.models import UsageBucket
 from app.webhooks.models import Webhook, WebhookDelivery
 
 metadata = Base.metadata
 
 __all__ = [
+    "AliasVersion",
     "ApiKey",
     "FineTunedModel",
     "FineTuningJob",
     "JobCheckpoint",
     "JobEvent",
+    "ModelAlias",
     "Project",
+    "RegistryChange",
     "StoredFile",
     "StoredReport",
+    "UsageBucket",
     "Webhook",
     "WebhookDelivery",
     "metadata",

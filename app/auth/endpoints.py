@@ -7,7 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 
 from app.auth.principal import AdminDep, AuthCache
-from app.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyDeleted, ApiKeyOut, ProjectCreate, ProjectOut
+from app.auth.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyDeleted,
+    ApiKeyOut,
+    ApiKeyUpdate,
+    ProjectCreate,
+    ProjectOut,
+    RateLimits,
+)
 from app.auth.service import auth_service
 from app.db import SessionDep, after_commit
 from app.kit.pagination import AfterQuery, Order, OrderQuery, limit_query
@@ -47,7 +56,8 @@ async def get_project(project_id: str, session: SessionDep, _: AdminDep) -> Proj
 @router.post("/{project_id}/api_keys", response_model=ApiKeyCreated)
 async def create_api_key(project_id: str, body: ApiKeyCreate, session: SessionDep, _: AdminDep) -> ApiKeyCreated:
     """Create an API key in a project. The secret `value` is in this response only."""
-    key, secret = await auth_service.create_key(session, project_id, name=body.name, role=body.role)
+    limits = RateLimits.model_validate(body.model_dump())
+    key, secret = await auth_service.create_key(session, project_id, name=body.name, role=body.role, limits=limits)
     return ApiKeyCreated.model_validate({**ApiKeyOut.model_validate(key).model_dump(), "value": secret})
 
 
@@ -63,6 +73,17 @@ async def list_api_keys(
     """List a project's API keys, revoked ones included (never their secrets)."""
     page = await auth_service.list_keys(session, project_id, limit=limit, order=order, after=after)
     return ListResponse.of([ApiKeyOut.model_validate(k) for k in page.items], page.has_more)
+
+
+@router.post("/{project_id}/api_keys/{key_id}", response_model=ApiKeyOut)
+async def update_api_key(
+    project_id: str, key_id: str, body: ApiKeyUpdate, request: Request, session: SessionDep, _: AdminDep
+) -> ApiKeyOut:
+    """Change a key's rate limits (requests and tokens per minute; null lifts a limit)."""
+    key = await auth_service.set_limits(session, project_id, key_id, body)
+    cache: AuthCache = request.app.state.auth_cache
+    after_commit(session, lambda: cache.evict_key(key.id))
+    return ApiKeyOut.model_validate(key)
 
 
 @router.delete("/{project_id}/api_keys/{key_id}", response_model=ApiKeyDeleted)

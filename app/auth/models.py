@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Enum, ForeignKey, String
+from sqlalchemy import Enum, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.kit.orm import Base, PublicIdMixin, TimestampMixin
@@ -32,3 +32,6 @@ class ApiKey(PublicIdMixin, TimestampMixin, Base):
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     redacted_value: Mapped[str] = mapped_column(String(32))
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Per-key limits per minute; None is unlimited.
+    max_requests_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_tokens_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)

@@ -25,6 +25,8 @@ class Principal:
     project_id: str
     key_id: str
     role: Role
+    max_requests_per_minute: int | None = None
+    max_tokens_per_minute: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -88,7 +90,13 @@ async def resolve_principal(secret: str, cache: AuthCache, sessionmaker: async_s
         key = await ApiKeyRepository(session).get_active_by_hash(secret_hash)
     if key is None:
         raise AuthenticationFailed("Incorrect API key provided. The key is unknown or has been revoked.")
-    principal = Principal(project_id=key.project_id, key_id=key.id, role=key.role)
+    principal = Principal(
+        project_id=key.project_id,
+        key_id=key.id,
+        role=key.role,
+        max_requests_per_minute=key.max_requests_per_minute,
+        max_tokens_per_minute=key.max_tokens_per_minute,
+    )
     cache.put(secret_hash, principal)
     return principal
 

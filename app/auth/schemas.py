@@ -23,9 +23,23 @@ class ProjectOut(Schema):
     created_at: UnixTime
 
 
-class ApiKeyCreate(Schema):
+PerMinute = Annotated[int, Field(ge=1, le=10**12)] | None
+
+
+class RateLimits(Schema):
+    """Per-key limits per minute; null is unlimited. Over a limit, requests get 429 with ``Retry-After``."""
+
+    max_requests_per_minute: PerMinute = None
+    max_tokens_per_minute: PerMinute = None
+
+
+class ApiKeyCreate(RateLimits):
     name: Name = "default"
     role: Role = Role.member
+
+
+class ApiKeyUpdate(RateLimits):
+    pass
 
 
 class ApiKeyOut(Schema):
@@ -37,6 +51,8 @@ class ApiKeyOut(Schema):
     redacted_value: str
     created_at: UnixTime
     revoked_at: UnixTime | None = None
+    max_requests_per_minute: int | None = None
+    max_tokens_per_minute: int | None = None
 
 
 class ApiKeyCreated(ApiKeyOut):

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.keys import generate_secret, hash_secret, redact
 from app.auth.models import ApiKey, Project, Role
 from app.auth.repository import ApiKeyRepository, ProjectRepository
+from app.auth.schemas import RateLimits
 from app.errors import Conflict, NotFound
 from app.kit.ids import new_id
 from app.kit.pagination import Order, Page
@@ -38,7 +39,14 @@ class AuthService:
         return await ProjectRepository(session).page(limit=limit, order=order, after=after)
 
     async def create_key(
-        self, session: AsyncSession, project_id: str, *, name: str, role: Role, secret: str | None = None
+        self,
+        session: AsyncSession,
+        project_id: str,
+        *,
+        name: str,
+        role: Role,
+        secret: str | None = None,
+        limits: RateLimits | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key and its secret. The secret is returned here once and never stored."""
         await self.get_project(session, project_id)
@@ -50,6 +58,7 @@ class AuthService:
             role=role,
             secret_hash=hash_secret(secret),
             redacted_value=redact(secret),
+            **(limits.model_dump() if limits else {}),
         )
         return await ApiKeyRepository(session).add(key), secret
 
@@ -59,11 +68,22 @@ class AuthService:
         await self.get_project(session, project_id)
         return await ApiKeyRepository(session).page(project_id, limit=limit, order=order, after=after)
 
-    async def revoke_key(self, session: AsyncSession, project_id: str, key_id: str) -> ApiKey:
-        repo = ApiKeyRepository(session)
-        key = await repo.get(project_id, key_id)
+    async def set_limits(self, session: AsyncSession, project_id: str, key_id: str, limits: RateLimits) -> ApiKey:
+        key = await self._key(session, project_id, key_id)
+        for field, value in limits.model_dump(exclude_unset=True).items():
+            setattr(key, field, value)
+        await session.flush()
+        return key
+
+    async def _key(self, session: AsyncSession, project_id: str, key_id: str) -> ApiKey:
+        key = await ApiKeyRepository(session).get(project_id, key_id)
         if key is None:
             raise NotFound(f"No API key found with id '{key_id}'.", param="key_id")
+        return key
+
+    async def revoke_key(self, session: AsyncSession, project_id: str, key_id: str) -> ApiKey:
+        repo = ApiKeyRepository(session)
+        key = await self._key(session, project_id, key_id)
         if key.revoked_at is None:
             admins = await repo.active_admins()
             if key.role is Role.admin and [k.id for k in admins] == [key.id]:

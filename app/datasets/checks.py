@@ -113,17 +113,24 @@ class Checks:
             else:
                 labels[ex.label] += 1
 
-    def classification(self, tokenizer: Tokenizer) -> Classification | None:
-        """Classes and their balance when few distinct short targets repeat; None otherwise."""
+    def classes(self) -> list[tuple[str, int]] | None:
+        """The labels, most common first, when few distinct short targets repeat; None otherwise."""
         labels = self.labels
         if labels is None or self.n < MIN_CLASSIFICATION_EXAMPLES or len(labels) < 2:
             return None
         if len(labels) * CLASSIFICATION_THRESHOLD > self.n:
             return None
+        return labels.most_common()
+
+    def classification(self, tokenizer: Tokenizer) -> Classification | None:
+        """Classes and their balance when the data looks like classification (:meth:`classes`); None otherwise."""
+        found = self.classes()
+        if found is None:
+            return None
         stop = self.completions.common or ""
         classes = [
             ClassStat(label=label, count=count, single_token=tokenizer.count(_strip_suffix(label, stop)) == 1)
-            for label, count in labels.most_common()
+            for label, count in found
         ]
         return Classification(
             classes=classes,

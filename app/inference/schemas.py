@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from app.kit.schemas import Schema
 
@@ -16,7 +16,9 @@ class StreamOptions(Schema):
 
 
 class Sampling(Schema):
-    """What chat and text completions share."""
+    """What chat and text completions share. Fields ftgw does not know are passed on to upstream providers."""
+
+    model_config = ConfigDict(extra="allow")
 
     model: Annotated[str, Field(min_length=1, max_length=512)]
     temperature: Annotated[float, Field(ge=0, le=2)] = 1.0
@@ -35,6 +37,7 @@ class Sampling(Schema):
 
 
 class ChatMessage(Schema):
+    model_config = ConfigDict(extra="allow")  # tool calls and the like travel to upstream providers
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
@@ -65,6 +68,11 @@ class CompletionRequest(Sampling):
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
     echo: Literal[False] = False
     suffix: None = None
+    apply_prompt_format: bool = Field(
+        default=True,
+        description="ftgw: append the separator and stop sequence the model was trained with, and strip them "
+        "(and the learnt leading space) from the answer. False sends the prompt as it is.",
+    )
 
 
 class Usage(Schema):
@@ -130,4 +138,27 @@ class Completion(Schema):
     created: int
     model: str
     choices: list[CompletionChoice]
+    usage: Usage
+
+
+class ClassificationRequest(Schema):
+    model: Annotated[str, Field(min_length=1, max_length=512)]
+    input: str | Annotated[list[str], Field(min_length=1, max_length=64)]
+    labels: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=2, max_length=20)] | None = Field(
+        default=None, description="The classes; default: the labels the classifier was trained on."
+    )
+
+
+class ClassificationResult(Schema):
+    object: Literal["classification"] = "classification"
+    index: int
+    label: str | None = Field(description="The most probable label; null when no label matched the model's tokens.")
+    probabilities: dict[str, float]
+    coverage: float = Field(description="Share of the model's probability mass the labels received.")
+
+
+class ClassificationResponse(Schema):
+    object: Literal["list"] = "list"
+    model: str
+    data: list[ClassificationResult]
     usage: Usage

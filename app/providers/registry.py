@@ -14,6 +14,9 @@ class ProviderRegistry:
     def names(self) -> list[str]:
         return list(self._providers)
 
+    def all(self) -> list[TrainingProvider]:
+        return list(self._providers.values())
+
     def get(self, name: str) -> TrainingProvider | None:
         return self._providers.get(name)
 

@@ -1,13 +1,15 @@
-"""All SQL for fine-tuned models."""
+"""All SQL for fine-tuned models, aliases, their versions and the registry's audit log."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.registry.models import FineTunedModel
+from app.kit.pagination import Order, Page
+from app.kit.repository import keyset_page
+from app.registry.models import AliasVersion, FineTunedModel, ModelAlias, RegistryChange
 
 
 class ModelRepository:
@@ -34,3 +36,60 @@ class ModelRepository:
             .order_by(FineTunedModel.created_at, FineTunedModel.id)
         )
         return (await self.session.execute(stmt)).scalars().all()
+
+
+class AliasRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, project_id: str, name: str, *, for_update: bool = False) -> ModelAlias | None:
+        stmt = select(ModelAlias).where(ModelAlias.project_id == project_id, ModelAlias.name == name)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def add(self, alias: ModelAlias) -> ModelAlias:
+        self.session.add(alias)
+        await self.session.flush()
+        return alias
+
+    async def delete(self, alias: ModelAlias) -> None:
+        await self.session.delete(alias)
+        await self.session.flush()
+
+    async def page(self, project_id: str, *, limit: int, order: Order, after: str | None) -> Page[ModelAlias]:
+        stmt = select(ModelAlias).where(ModelAlias.project_id == project_id)
+        return await keyset_page(self.session, stmt, ModelAlias, limit=limit, order=order, after=after)
+
+    async def list(self, project_id: str) -> Sequence[ModelAlias]:
+        stmt = select(ModelAlias).where(ModelAlias.project_id == project_id).order_by(ModelAlias.name)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def version(self, alias_id: str, version: int) -> AliasVersion | None:
+        stmt = select(AliasVersion).where(AliasVersion.alias_id == alias_id, AliasVersion.version == version)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def versions(self, alias_id: str) -> Sequence[AliasVersion]:
+        stmt = select(AliasVersion).where(AliasVersion.alias_id == alias_id).order_by(AliasVersion.version)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def last_version(self, alias_id: str) -> int:
+        stmt = select(func.max(AliasVersion.version)).where(AliasVersion.alias_id == alias_id)
+        return (await self.session.execute(stmt)).scalar_one_or_none() or 0
+
+    async def add_version(self, version: AliasVersion) -> AliasVersion:
+        self.session.add(version)
+        await self.session.flush()
+        return version
+
+    async def record(self, change: RegistryChange) -> None:
+        self.session.add(change)
+        await self.session.flush()
+
+    async def changes(
+        self, project_id: str, *, alias: str | None, limit: int, order: Order, after: str | None
+    ) -> Page[RegistryChange]:
+        stmt = select(RegistryChange).where(RegistryChange.project_id == project_id)
+        if alias is not None:
+            stmt = stmt.where(RegistryChange.alias == alias)
+        return await keyset_page(self.session, stmt, RegistryChange, limit=limit, order=order, after=after)

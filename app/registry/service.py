@@ -13,8 +13,8 @@ from app.errors import NotFound
 from app.kit.time import utcnow
 from app.providers.base import TrainingProvider
 from app.providers.registry import ProviderRegistry
-from app.registry.models import FineTunedModel
-from app.registry.repository import ModelRepository
+from app.registry.models import FineTunedModel, ModelAlias
+from app.registry.repository import AliasRepository, ModelRepository
 
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -73,6 +73,16 @@ class RegistryService:
         found = await self.get_fine_tuned(session, project_id, model)
         found.deleted_at = utcnow()
         await session.flush()
+        return found
+
+    async def aliases(self, session: AsyncSession, project_id: str) -> Sequence[ModelAlias]:
+        return await AliasRepository(session).list(project_id)
+
+    async def alias(self, session: AsyncSession, project_id: str, name: str) -> ModelAlias:
+        """An alias with an active version, as /v1/models shows it; otherwise the model's 404."""
+        found = await AliasRepository(session).get(project_id, name)
+        if found is None or found.active_version is None:
+            raise model_not_found(name)
         return found
 
     async def project_name(self, session: AsyncSession, project_id: str) -> str:

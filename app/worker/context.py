@@ -50,6 +50,8 @@ class WorkerJobContext:
         self.worker_id = worker_id
         self.lease = lease
         self.model_name = model_name
+        # Stored on every model the run creates, checkpoints included (see app.datasets.prompt_format).
+        self.prompt_format: dict[str, Any] | None = None
         self._stop: StopReason | None = None
         self._renewed_at = time.monotonic()
 
@@ -117,6 +119,7 @@ class WorkerJobContext:
                     provider=job.provider,
                     checkpoint_step=checkpoint.step,
                     artifact=checkpoint.artifact,
+                    prompt_format=self.prompt_format,
                 )
             )
             await repo.append_event(job, f"Checkpoint created at step {checkpoint.step}")

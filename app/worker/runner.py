@@ -10,10 +10,12 @@ import shutil
 import socket
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.datasets.prompt_format import detect_prompt_format
 from app.db import commit
 from app.files.models import FilePurpose, FileStatus, StoredFile
 from app.files.repository import FileRepository
@@ -199,6 +201,8 @@ class Worker:
         heartbeat = asyncio.create_task(ctx.heartbeat_forever(self.settings.worker_heartbeat_seconds))
         outcome: RunOutcome | None = None  # None: this worker is shutting down; the job resumes elsewhere
         try:
+            # Under the heartbeat: reading a large training file may take longer than the lease.
+            ctx.prompt_format = await self._prompt_format(run)
             outcome = await provider.run(run, ctx)
         except asyncio.CancelledError:
             ctx.request_stop(StopReason.shutdown)
@@ -211,9 +215,21 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             self.current = None
-            await asyncio.shield(self.finish(job, run, outcome, model_name))
+            await asyncio.shield(self.finish(job, outcome, ctx))
 
-    async def finish(self, job: FineTuningJob, run: JobRun, outcome: RunOutcome | None, model_name: str) -> None:
+    @staticmethod
+    async def _prompt_format(run: JobRun) -> dict[str, Any] | None:
+        """The separator/stop of prompt-completion training data, stored on every model the run creates."""
+        if run.method != "supervised":
+            return None  # preference data: chat messages, no prompt format
+        try:
+            fmt = await asyncio.to_thread(detect_prompt_format, run.training_file)
+        except Exception:  # a nicety for inference: never worth failing the training over
+            log.exception("job %s: detecting the prompt format of %s failed", run.job_id, run.training_file_id)
+            return None
+        return fmt.model_dump() if fmt else None
+
+    async def finish(self, job: FineTuningJob, outcome: RunOutcome | None, ctx: WorkerJobContext) -> None:
         """Record how the run ended, in one transaction, and give the lease back."""
         async with self.sessionmaker() as session:
             repo = JobRepository(session)
@@ -227,7 +243,7 @@ class Worker:
             if outcome.hyperparameters:
                 held.hyperparameters = {**held.hyperparameters, **outcome.hyperparameters}
             if outcome.status == "succeeded" and held.status is JobStatus.running:
-                await self._succeed(session, repo, held, run, outcome, model_name)
+                await self._succeed(session, repo, held, outcome, ctx)
             elif outcome.status == "failed" and held.status is JobStatus.running:
                 await self._fail(
                     repo,
@@ -249,10 +265,10 @@ class Worker:
         session: AsyncSession,
         repo: JobRepository,
         job: FineTuningJob,
-        run: JobRun,
         outcome: RunOutcome,
-        model_name: str,
+        ctx: WorkerJobContext,
     ) -> None:
+        model_name = ctx.model_name
         if outcome.results_csv is not None and outcome.results_csv.is_file():
             temp = self.store.temp_path()
             shutil.copyfile(outcome.results_csv, temp)
@@ -277,6 +293,7 @@ class Worker:
                 parent_model=job.parent_model,
                 provider=job.provider,
                 artifact=outcome.artifact or "",
+                prompt_format=ctx.prompt_format,
             )
         )
         job.status = JobStatus.succeeded

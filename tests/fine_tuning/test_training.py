@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import time
+from typing import Any
 
 import sqlalchemy as sa
 from openai import OpenAI
 from openai.types.fine_tuning import FineTuningJob
 
-from app.db import sync_url
+from app.db import create_engine_from_url, create_sessionmaker, sync_url
+from app.registry.repository import ModelRepository
 from tests.conftest import Gateway, Tenant, make_tenant, wait_until_validated
 from tests.openai_schema import assert_matches
 
@@ -81,6 +84,10 @@ def test_prompt_completion_job_trains_and_produces_a_model(training_gateway: Gat
     model_ids = [m.id for m in client.models.list()]
     assert done.fine_tuned_model in model_ids
     assert checkpoints[1].fine_tuned_model_checkpoint in model_ids
+    # The prompt format of qa_rows travels with the model and with every checkpoint.
+    qa_format = {"separator": "\n\n###\n\n", "stop": " END", "leading_space": True, "labels": None}
+    models = [done.fine_tuned_model, *(c.fine_tuned_model_checkpoint for c in checkpoints)]
+    assert _prompt_formats(training_gateway, tenant.project_id) == dict.fromkeys(models, qa_format)
 
     results = client.files.retrieve(done.result_files[0])
     assert (results.purpose, results.filename) == ("fine-tune-results", "results.csv")
@@ -96,6 +103,20 @@ def test_prompt_completion_job_trains_and_produces_a_model(training_gateway: Gat
         "validation_loss",
     } <= set(rows[0])
     assert float(rows[-1]["training_loss"]) < float(rows[0]["training_loss"])
+
+
+def _prompt_formats(gateway: Gateway, project_id: str) -> dict[str, dict[str, Any] | None]:
+    """Each fine-tuned model of the project (checkpoints included) and its stored prompt format."""
+
+    async def read() -> dict[str, dict[str, Any] | None]:
+        engine = create_engine_from_url(gateway.settings.resolved_database_url)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                return {m.id: m.prompt_format for m in await ModelRepository(session).list(project_id)}
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
 
 
 def _project_slug(gateway: Gateway, tenant: Tenant) -> str:

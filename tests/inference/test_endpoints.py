@@ -125,8 +125,9 @@ def test_fine_tuned_model_answers_in_its_trained_format(training_gateway: Gatewa
     assert done.status == "succeeded", done.error
     assert done.fine_tuned_model is not None
 
+    raw = {"apply_prompt_format": False}  # as trained: the caller writes separator and stop itself
     tuned = client.completions.create(
-        model=done.fine_tuned_model, prompt=PROMPT, max_tokens=4, temperature=0, stop=[" END"]
+        model=done.fine_tuned_model, prompt=PROMPT, max_tokens=4, temperature=0, stop=[" END"], extra_body=raw
     )
     base = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, temperature=0, stop=[" END"])
 

@@ -3,99 +3,25 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from app.migrate import upgrade
 from tests.conftest import Gateway, gateway_settings, make_tenant, new_database, serve
 from tests.fine_tuning.test_training import _upload, qa_rows, wait_for
+from tests.httpproxy import Proxy, proxies
 
 UPSTREAM_KEY_ENV = "FTGW_TEST_UPSTREAM_KEY"
 FAST = {"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 30}
 
 
-@dataclass
-class Proxy:
-    """Forwards to the upstream gateway; ``fail`` answers the next N requests with 503, ``stall`` sleeps first."""
-
-    target: str
-    url: str = ""
-    fail: int = 0
-    stall: int = 0
-    stall_seconds: float = 3.0
-    seen: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def take(self) -> str | None:
-        with self.lock:
-            if self.fail > 0:
-                self.fail -= 1
-                return "fail"
-            if self.stall > 0:
-                self.stall -= 1
-                return "stall"
-        return None
-
-
 @pytest.fixture
-def proxy_for() -> Iterator[object]:
-    servers: list[ThreadingHTTPServer] = []
-
-    def start(target: str) -> Proxy:
-        proxy = Proxy(target=target)
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _forward(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                proxy.seen.append(f"{self.command} {self.path}")
-                action = proxy.take()
-                if action == "fail":
-                    payload = (
-                        b'{"error": {"message": "upstream busy", "type": "server_error", "param": null, "code": null}}'
-                    )
-                    self.send_response(503)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return
-                if action == "stall":
-                    time.sleep(proxy.stall_seconds)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in {"host", "content-length"}}
-                response = httpx.request(
-                    self.command, proxy.target + self.path, content=body, headers=headers, timeout=60
-                )
-                self.send_response(response.status_code)
-                for key, value in response.headers.items():
-                    if key.lower() not in {"content-length", "transfer-encoding", "connection", "content-encoding"}:
-                        self.send_header(key, value)
-                self.send_header("content-length", str(len(response.content)))
-                self.end_headers()
-                self.wfile.write(response.content)
-
-            do_GET = do_POST = do_DELETE = _forward
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        servers.append(server)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
-        return proxy
-
-    yield start
-    for server in servers:
-        server.shutdown()
+def proxy_for() -> Iterator[Callable[[str], Proxy]]:
+    with proxies() as start:
+        yield start
 
 
 @pytest.fixture

@@ -1,0 +1,254 @@
+"""Serving one inference request end to end: limits, route, guard, the call with fallbacks, usage.
+
+Nothing here waits on the database: keys, routes and models come from in-memory caches (see
+``app.registry.routing``), limits are counted in memory, and usage is written in the background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from app.auth.principal import Principal
+from app.errors import BadGateway, ServiceUnavailable
+from app.inference import local, remote
+from app.inference.answer import Answer, Tally, now, response_id
+from app.inference.classify import classify, labels_for
+from app.inference.schemas import (
+    ChatCompletionRequest,
+    ClassificationRequest,
+    ClassificationResponse,
+    ClassificationResult,
+    CompletionRequest,
+    Usage,
+)
+from app.inference.upstream import UpstreamClients, UpstreamFailure
+from app.providers.local.engine import Engine
+from app.registry.routing import Endpoint, ModelCatalog, Plan
+from app.registry.schemas import Guard
+from app.usage.limits import RateLimiter
+from app.usage.service import UsageMeter
+
+Request = ChatCompletionRequest | CompletionRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    answer: Answer
+    plan: Plan
+    failed: int  # candidates that failed before the one that answered
+
+    def headers(self) -> dict[str, str]:
+        headers = {"x-ftgw-model": self.answer.endpoint.model, "x-ftgw-fallbacks": str(self.failed)}
+        if self.plan.alias is not None:
+            headers["x-ftgw-alias"] = self.plan.alias
+            headers["x-ftgw-alias-version"] = str(self.plan.version)
+        if self.answer.guard is not None:
+            headers["x-ftgw-guard"] = self.answer.guard
+        return headers
+
+
+class InferenceGateway:
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        clients: UpstreamClients,
+        meter: UsageMeter,
+        limiter: RateLimiter,
+        engine: Callable[[], Engine],
+    ) -> None:
+        self.catalog = catalog
+        self.clients = clients
+        self.meter = meter
+        self.limiter = limiter
+        self.engine = engine
+
+    async def serve(self, principal: Principal, body: Request, sticky: str | None) -> Served:
+        self.limiter.admit(principal)
+        plan = await self.catalog.plan(principal.project_id, body.model, sticky or body.user)
+        if plan.guard is not None:
+            refusal = await self._guard_input(principal, plan, body)
+            if refusal is not None:
+                return Served(refusal, plan, 0)
+        answer, failed = await self._first_that_answers(plan, body)
+        if plan.guard is not None:
+            answer.guard = "passed"
+        if plan.guard is not None and plan.guard.check_output and answer.body is not None:
+            answer = await self._guard_output(principal, plan, body, answer)
+        if answer.events is not None:
+            answer.events = self._metered(principal, answer.endpoint, answer.tally, answer.events)
+        else:
+            self._meter(principal, answer.endpoint, answer.tally)
+        return Served(answer, plan, failed)
+
+    async def classify(
+        self, principal: Principal, body: ClassificationRequest, sticky: str | None
+    ) -> ClassificationResponse:
+        """Label probabilities for each input from a classifier (a model or an alias's chosen target)."""
+        self.limiter.admit(principal)
+        plan = await self.catalog.plan(principal.project_id, body.model, sticky)
+        endpoint = next((e for e in plan.candidates if e is not None), None)
+        if endpoint is None:
+            raise BadGateway(f"No model of '{body.model}' exists any more.", param="model")
+        labels = labels_for(endpoint, body.labels)
+        results, tally = [], Tally()
+        for index, text in enumerate([body.input] if isinstance(body.input, str) else body.input):
+            try:
+                found = await classify(self.engine, self.clients, endpoint, text, labels)
+            except UpstreamFailure as exc:
+                raise BadGateway(f"'{endpoint.model}' did not answer: {exc}", param="model") from None
+            tally.prompt_tokens += found.prompt_tokens
+            results.append(
+                ClassificationResult(
+                    index=index, label=found.label, probabilities=found.probabilities, coverage=found.coverage
+                )
+            )
+        self._meter(principal, endpoint, tally)
+        return ClassificationResponse(model=endpoint.model, data=results, usage=Usage(**tally.usage()))
+
+    # --- calling -------------------------------------------------------------------------------------------------
+
+    async def _first_that_answers(self, plan: Plan, body: Request) -> tuple[Answer, int]:
+        problems: list[str] = []
+        for endpoint, name in zip(plan.candidates, plan.names, strict=True):
+            if endpoint is None:
+                problems.append(f"{name}: deleted")
+                continue
+            try:
+                return await self._call(endpoint, body), len(problems)
+            except UpstreamFailure as exc:
+                problems.append(f"{name}: {exc}")
+        raise BadGateway(f"No model of '{body.model}' answered ({'; '.join(problems)}).", param="model")
+
+    async def _call(self, endpoint: Endpoint, body: Request) -> Answer:
+        if endpoint.is_local:
+            if isinstance(body, ChatCompletionRequest):
+                return await local.chat(self.engine(), endpoint, body)
+            return await local.completion(self.engine(), endpoint, body)
+        path = "/chat/completions" if isinstance(body, ChatCompletionRequest) else "/completions"
+        return await remote.forward(self.clients.get(endpoint.provider), endpoint, path, body)
+
+    # --- guards --------------------------------------------------------------------------------------------------
+
+    async def _allowed(self, plan: Plan, text: str) -> tuple[bool, int]:
+        guard, endpoint = plan.guard, plan.guard_endpoint
+        assert guard is not None
+        if endpoint is None:
+            # Fail closed: a guarded alias never answers unguarded.
+            raise ServiceUnavailable(
+                f"The guard model '{guard.model}' of '{plan.alias}' no longer exists.", code="guard_unavailable"
+            )
+        labels = _guard_labels(guard, endpoint)
+        try:
+            found = await classify(self.engine, self.clients, endpoint, text, labels)
+        except UpstreamFailure as exc:
+            raise ServiceUnavailable(f"The guard model did not answer: {exc}", code="guard_unavailable") from None
+        allowed = sum(p for label, p in found.probabilities.items() if label in guard.allowed_labels)
+        return allowed >= guard.min_probability, found.prompt_tokens
+
+    async def _guard_input(self, principal: Principal, plan: Plan, body: Request) -> Answer | None:
+        passed, tokens = await self._allowed(plan, _input_text(body))
+        guard_endpoint = plan.guard_endpoint
+        assert guard_endpoint is not None and plan.guard is not None
+        self._meter(principal, guard_endpoint, Tally(prompt_tokens=tokens))
+        if passed:
+            return None
+        return refusal(guard_endpoint, body, plan.guard.refusal)
+
+    async def _guard_output(self, principal: Principal, plan: Plan, body: Request, answer: Answer) -> Answer:
+        assert answer.body is not None and plan.guard is not None and plan.guard_endpoint is not None
+        texts = remote.answer_texts(answer.body)
+        passed, tokens = await self._allowed(plan, texts[0] if texts else "")
+        self._meter(principal, plan.guard_endpoint, Tally(prompt_tokens=tokens))
+        answer.guard = "passed" if passed else "refused"
+        if passed:
+            return answer
+        self._meter(principal, answer.endpoint, answer.tally)  # the refused answer was still generated
+        return refusal(plan.guard_endpoint, body, plan.guard.refusal, tally=answer.tally)
+
+    # --- usage ---------------------------------------------------------------------------------------------------
+
+    def _meter(self, principal: Principal, endpoint: Endpoint, tally: Tally) -> None:
+        self.meter.record(principal, endpoint.model, tally.prompt_tokens, tally.completion_tokens)
+        self.limiter.spend(principal, tally.prompt_tokens + tally.completion_tokens)
+
+    async def _metered(
+        self, principal: Principal, endpoint: Endpoint, tally: Tally, events: AsyncIterator[dict[str, Any]]
+    ) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for event in events:
+                yield event
+        finally:
+            self._meter(principal, endpoint, tally)
+
+
+def _guard_labels(guard: Guard, endpoint: Endpoint) -> list[str]:
+    fmt = endpoint.prompt_format
+    if fmt is not None and fmt.labels:
+        return fmt.labels
+    return labels_for(endpoint, guard.allowed_labels)
+
+
+def _input_text(body: Request) -> str:
+    if isinstance(body, ChatCompletionRequest):
+        users = [m.text() for m in body.messages if m.role == "user"]
+        return users[-1] if users else body.messages[-1].text()
+    return body.prompt if isinstance(body.prompt, str) else "\n".join(body.prompt)
+
+
+def refusal(endpoint: Endpoint, body: Request, text: str, tally: Tally | None = None) -> Answer:
+    """The configured refusal, shaped as the caller's kind of response (a stream when it asked for one)."""
+    answer = Answer(endpoint, guard="refused")
+    choices = body.n * (
+        len(body.prompt) if isinstance(body, CompletionRequest) and isinstance(body.prompt, list) else 1
+    )
+    chat = isinstance(body, ChatCompletionRequest)
+    base = {
+        "id": response_id("chatcmpl" if chat else "cmpl"),
+        "object": "chat.completion" if chat else "text_completion",
+        "created": now(),
+        "model": endpoint.model,
+    }
+    usage = (tally or Tally()).usage()
+    if not body.stream:
+        if chat:
+            answer.body = {
+                **base,
+                "choices": [
+                    {
+                        "index": i,
+                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                    for i in range(choices)
+                ],
+                "usage": usage,
+            }
+        else:
+            answer.body = {
+                **base,
+                "choices": [
+                    {"index": i, "text": text, "finish_reason": "stop", "logprobs": None} for i in range(choices)
+                ],
+                "usage": usage,
+            }
+        return answer
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        chunk = {**base, "object": "chat.completion.chunk" if chat else "text_completion"}
+        for i in range(choices):
+            if chat:
+                yield {
+                    **chunk,
+                    "choices": [{"index": i, "delta": {"role": "assistant", "content": text}, "finish_reason": None}],
+                }
+                yield {**chunk, "choices": [{"index": i, "delta": {}, "finish_reason": "stop"}]}
+            else:
+                yield {**chunk, "choices": [{"index": i, "text": text, "finish_reason": "stop", "logprobs": None}]}
+        if body.stream_options and body.stream_options.include_usage:
+            yield {**chunk, "choices": [], "usage": usage}
+
+    answer.events = events()
+    return answer

@@ -1,0 +1,176 @@
+"""Forwarding inference to upstream OpenAI-compatible providers: retries with backoff, timeouts, a cooldown.
+
+One pooled HTTP client per provider. A call is retried on connection errors, timeouts, 429 and 5xx, waiting
+``retry_backoff_seconds`` doubled each time (or the provider's ``Retry-After``, capped). After
+``cooldown_after_failures`` failed calls in a row the provider is skipped for ``cooldown_seconds``, so routes
+fall through to their fallbacks at once instead of waiting on a provider that is down. A stream is passed on
+as it arrives; only opening it is retried (nothing has reached the caller yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from app.config import UpstreamProviderConfig
+from app.errors import GatewayError, InvalidRequest
+
+RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
+MAX_RETRY_AFTER = 10.0
+
+
+class UpstreamFailure(Exception):
+    """The provider did not answer usefully; the route may fall back."""
+
+    def __init__(self, provider: str, message: str) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+
+
+class UpstreamClient:
+    def __init__(self, config: UpstreamProviderConfig) -> None:
+        self.config = config
+        self.name = config.name
+        key = os.environ.get(config.api_key_env, "")
+        self.http = httpx.AsyncClient(
+            base_url=config.base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            timeout=httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0)),
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+        )
+        self._failures = 0
+        self._cool_until = 0.0
+
+    @property
+    def cooling(self) -> bool:
+        return time.monotonic() < self._cool_until
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """The provider's JSON answer to ``payload``."""
+        response = await self._send(path, payload, stream=False)
+        try:
+            body: dict[str, Any] = orjson.loads(await response.aread())
+        except (orjson.JSONDecodeError, httpx.HTTPError) as exc:
+            self._failed()
+            raise UpstreamFailure(self.name, f"unreadable answer ({exc})") from None
+        finally:
+            await response.aclose()
+        self._succeeded()
+        return body
+
+    async def stream(self, path: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Open the stream (retried), then yield each event's JSON as it arrives, until ``[DONE]``."""
+        response = await self._send(path, payload, stream=True)
+        self._succeeded()
+        return self._events(response)
+
+    async def _events(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                event: dict[str, Any] = orjson.loads(data)
+                yield event
+        except httpx.HTTPError as exc:
+            self._failed()
+            raise UpstreamFailure(self.name, f"stream broke off ({type(exc).__name__})") from None
+        finally:
+            await response.aclose()
+
+    async def _send(self, path: str, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
+        if self.cooling:
+            raise UpstreamFailure(self.name, "cooling down after repeated failures")
+        content = orjson.dumps(payload)
+        problem = "no answer"
+        for attempt in range(self.config.max_retries + 1):
+            wait = self.config.retry_backoff_seconds * 2**attempt * (0.5 + random.random())
+            try:
+                request = self.http.build_request("POST", path, content=content)
+                response = await self.http.send(request, stream=stream)
+            except httpx.TimeoutException:
+                problem = f"timed out after {self.config.timeout_seconds}s"
+            except httpx.HTTPError as exc:
+                problem = f"unreachable ({type(exc).__name__})"
+            else:
+                if response.status_code < 300:
+                    return response
+                body = await response.aread()
+                await response.aclose()
+                if response.status_code not in RETRYABLE:
+                    self._refused(response.status_code, body)
+                problem = f"HTTP {response.status_code}"
+                retry_after = response.headers.get("retry-after")
+                if retry_after and _is_number(retry_after):
+                    wait = min(float(retry_after), MAX_RETRY_AFTER)
+            if attempt < self.config.max_retries:
+                await asyncio.sleep(wait)
+        self._failed()
+        raise UpstreamFailure(self.name, f"{problem} after {self.config.max_retries + 1} attempts")
+
+    def _refused(self, status: int, body: bytes) -> None:
+        """A 4xx that retrying cannot fix: the caller's mistake is passed on; anything else may fall back."""
+        error = _error_of(body)
+        if status in (400, 413, 422):
+            raise InvalidRequest(
+                f"The provider {self.name} rejected the request: {error.get('message') or body[:200]!r}",
+                param=error.get("param"),
+                code=error.get("code") or "upstream_rejected",
+            )
+        self._failed()
+        raise UpstreamFailure(self.name, f"HTTP {status}: {error.get('message') or body[:200]!r}")
+
+    def _failed(self) -> None:
+        self._failures += 1
+        if self._failures >= self.config.cooldown_after_failures:
+            self._cool_until = time.monotonic() + self.config.cooldown_seconds
+            self._failures = 0
+
+    def _succeeded(self) -> None:
+        self._failures = 0
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _error_of(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+class UpstreamClients:
+    """The clients of every configured provider, by provider name."""
+
+    def __init__(self, configs: list[UpstreamProviderConfig]) -> None:
+        self._clients = {c.name: UpstreamClient(c) for c in configs}
+
+    def get(self, name: str) -> UpstreamClient:
+        client = self._clients.get(name)
+        if client is None:
+            raise GatewayError(f"No provider named '{name}' is configured.", code="provider_not_configured")
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()

@@ -1,0 +1,185 @@
+"""Aliases: create, version, promote and roll back; every change lands in the audit log in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.principal import Principal
+from app.errors import Conflict, InvalidRequest, NotFound
+from app.kit.ids import new_id
+from app.kit.pagination import Order, Page
+from app.registry.models import AliasVersion, ModelAlias, RegistryChange
+from app.registry.repository import AliasRepository
+from app.registry.routing import ModelCatalog
+from app.registry.schemas import AliasCreate, AliasVersionCreate
+
+
+def alias_not_found(name: str) -> NotFound:
+    return NotFound(f"No alias named '{name}'.", param="alias", code="alias_not_found")
+
+
+class AliasService:
+    async def create(
+        self, session: AsyncSession, catalog: ModelCatalog, principal: Principal, body: AliasCreate
+    ) -> ModelAlias:
+        if body.name in catalog.base:
+            raise InvalidRequest(f"'{body.name}' is a base model's id; pick another alias name.", param="name")
+        repo = AliasRepository(session)
+        if await repo.get(principal.project_id, body.name) is not None:
+            raise self._exists(body.name)
+        alias = ModelAlias(
+            id=new_id("alias"),
+            project_id=principal.project_id,
+            name=body.name,
+            description=body.description,
+            activations=[],
+        )
+        try:
+            async with session.begin_nested():
+                await repo.add(alias)
+        except IntegrityError:  # created concurrently
+            raise self._exists(body.name) from None
+        await self._record(session, principal, "alias.created", alias.name, None, {"description": body.description})
+        return alias
+
+    async def get(self, session: AsyncSession, project_id: str, name: str, *, for_update: bool = False) -> ModelAlias:
+        alias = await AliasRepository(session).get(project_id, name, for_update=for_update)
+        if alias is None:
+            raise alias_not_found(name)
+        return alias
+
+    async def page(
+        self, session: AsyncSession, project_id: str, *, limit: int, order: Order, after: str | None
+    ) -> Page[ModelAlias]:
+        return await AliasRepository(session).page(project_id, limit=limit, order=order, after=after)
+
+    async def delete(self, session: AsyncSession, principal: Principal, name: str) -> ModelAlias:
+        alias = await self.get(session, principal.project_id, name, for_update=True)
+        await AliasRepository(session).delete(alias)
+        await self._record(session, principal, "alias.deleted", name, alias.active_version, {})
+        return alias
+
+    async def add_version(
+        self,
+        session: AsyncSession,
+        catalog: ModelCatalog,
+        principal: Principal,
+        name: str,
+        body: AliasVersionCreate,
+    ) -> AliasVersion:
+        """A new numbered version; every model it names must exist in the project (aliases cannot nest)."""
+        for field, models in (
+            ("targets", [t.model for t in body.targets]),
+            ("fallbacks", body.fallbacks),
+            ("guard", [body.guard.model] if body.guard else []),
+        ):
+            for model in models:
+                try:
+                    await catalog.endpoint(principal.project_id, model)
+                except NotFound:
+                    raise InvalidRequest(
+                        f"'{model}' is not a base or fine-tuned model of this project (aliases cannot point at "
+                        "aliases).",
+                        param=field,
+                        code="model_not_found",
+                    ) from None
+        repo = AliasRepository(session)
+        alias = await self.get(session, principal.project_id, name, for_update=True)
+        number = await repo.last_version(alias.id) + 1
+        version = await repo.add_version(
+            AliasVersion(
+                id=new_id("aliasver"),
+                alias_id=alias.id,
+                version=number,
+                targets=[t.model_dump() for t in body.targets],
+                fallbacks=list(body.fallbacks),
+                guard=body.guard.model_dump() if body.guard else None,
+                note=body.note,
+                created_by=principal.key_id,
+            )
+        )
+        detail = body.model_dump(exclude={"activate"}, exclude_none=True)
+        await self._record(session, principal, "version.created", name, number, detail)
+        if body.activate:
+            await self._activate(session, principal, alias, number, "version.promoted")
+        return version
+
+    async def versions(self, session: AsyncSession, project_id: str, name: str) -> Sequence[AliasVersion]:
+        alias = await self.get(session, project_id, name)
+        return await AliasRepository(session).versions(alias.id)
+
+    async def version(self, session: AsyncSession, project_id: str, name: str, number: int) -> AliasVersion:
+        alias = await self.get(session, project_id, name)
+        found = await AliasRepository(session).version(alias.id, number)
+        if found is None:
+            raise NotFound(f"Alias '{name}' has no version {number}.", param="version", code="version_not_found")
+        return found
+
+    async def promote(self, session: AsyncSession, principal: Principal, name: str, number: int) -> ModelAlias:
+        alias = await self.get(session, principal.project_id, name, for_update=True)
+        if await AliasRepository(session).version(alias.id, number) is None:
+            raise NotFound(f"Alias '{name}' has no version {number}.", param="version", code="version_not_found")
+        await self._activate(session, principal, alias, number, "version.promoted")
+        return alias
+
+    async def rollback(self, session: AsyncSession, principal: Principal, name: str) -> ModelAlias:
+        """Make the version that was active before the current one active again."""
+        alias = await self.get(session, principal.project_id, name, for_update=True)
+        history = list(alias.activations)
+        if len(history) < 2:
+            raise Conflict(
+                f"Alias '{name}' has no earlier active version to roll back to.", param="alias", code="no_rollback"
+            )
+        current = history.pop()
+        alias.activations = history
+        alias.active_version = history[-1]
+        await session.flush()
+        await self._record(
+            session, principal, "version.rolled_back", name, alias.active_version, {"from_version": current}
+        )
+        return alias
+
+    async def changes(
+        self, session: AsyncSession, project_id: str, *, alias: str | None, limit: int, order: Order, after: str | None
+    ) -> Page[RegistryChange]:
+        return await AliasRepository(session).changes(project_id, alias=alias, limit=limit, order=order, after=after)
+
+    async def _activate(
+        self, session: AsyncSession, principal: Principal, alias: ModelAlias, number: int, action: str
+    ) -> None:
+        previous = alias.active_version
+        alias.active_version = number
+        alias.activations = [*alias.activations, number]
+        await session.flush()
+        await self._record(session, principal, action, alias.name, number, {"from_version": previous})
+
+    async def _record(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        action: str,
+        alias: str,
+        version: int | None,
+        detail: dict[str, Any],
+    ) -> None:
+        change = RegistryChange(
+            id=new_id("regchg"),
+            project_id=principal.project_id,
+            actor=principal.key_id,
+            action=action,
+            alias=alias,
+            version=version,
+            detail=detail,
+        )
+        await AliasRepository(session).record(change)
+
+    @staticmethod
+    def _exists(name: str) -> Conflict:
+        return Conflict(f"An alias named '{name}' already exists.", param="name", code="alias_exists")
+
+
+alias_service = AliasService()

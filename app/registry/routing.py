@@ -1,0 +1,215 @@
+"""Where a request goes: model names and aliases resolved to concrete endpoints, cached off the database.
+
+The inference hot path must not wait on the database. Base models are known at start; a project's fine-tuned
+models and aliases are read once and kept for ``FTGW_ROUTE_CACHE_SECONDS``. A change made through this process
+(a new alias version, a promotion, a deleted model) drops the project's entries at once; other processes see it
+when their entries expire.
+
+An alias version picks one of its weighted targets per request, by a hash of the sticky key (the ``user`` field
+or the ``X-FTGW-Sticky-Key`` header) so one user stays on one target, or at random without one; its fallbacks
+follow in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.datasets.prompt_format import PromptFormat
+from app.providers.local.provider import LocalProvider
+from app.providers.registry import ProviderRegistry
+from app.providers.upstream import UpstreamProvider
+from app.registry.models import AliasVersion, FineTunedModel, ModelAlias
+from app.registry.repository import AliasRepository, ModelRepository
+from app.registry.schemas import Guard
+from app.registry.service import model_not_found
+
+PIN = "@"  # support-bot@3 calls version 3 of support-bot, whichever version is active
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A concrete model that can answer: a local base model (with an adapter or not) or an upstream model."""
+
+    model: str  # our id: what answered, echoed in `model` and X-FTGW-Model
+    provider: str  # "local" or an upstream provider's name
+    base_model: str
+    adapter: Path | None = None  # local fine-tunes
+    upstream_model: str | None = None  # the provider's own id
+    prompt_format: PromptFormat | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.upstream_model is None
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    model: str
+    weight: float
+    endpoint: Endpoint | None  # None: the model was deleted since the version was made
+
+
+@dataclass(frozen=True, slots=True)
+class AliasRoute:
+    name: str
+    version: int
+    targets: tuple[Choice, ...]
+    fallbacks: tuple[Choice, ...]
+    guard: Guard | None
+    guard_endpoint: Endpoint | None
+
+    def pick(self, sticky: str | None) -> Choice:
+        """One target by weight: the same sticky key always lands on the same target of this version."""
+        total = sum(t.weight for t in self.targets)
+        if sticky is None:
+            point = random.random() * total
+        else:
+            digest = hashlib.blake2b(f"{self.name}\0{self.version}\0{sticky}".encode(), digest_size=8).digest()
+            point = int.from_bytes(digest) / 2**64 * total
+        for target in self.targets:
+            point -= target.weight
+            if point < 0:
+                return target
+        return self.targets[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to try for one request, in order; the alias and version it came from, when it came from one."""
+
+    candidates: tuple[Endpoint | None, ...]
+    names: tuple[str, ...]  # the model ids of the candidates, for error messages
+    alias: str | None = None
+    version: int | None = None
+    guard: Guard | None = None
+    guard_endpoint: Endpoint | None = None
+
+
+class ModelCatalog:
+    def __init__(
+        self,
+        providers: ProviderRegistry,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        ttl_seconds: float,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.ttl = ttl_seconds
+        self.base: dict[str, Endpoint] = {}
+        self.data_dir: Path | None = None
+        for provider in providers.all():
+            if isinstance(provider, LocalProvider):
+                self.data_dir = provider.data_dir
+                for name in provider.store.names():
+                    self.base[name] = Endpoint(model=name, provider=provider.name, base_model=name)
+            elif isinstance(provider, UpstreamProvider):
+                for ours, theirs in provider.config.models.items():
+                    self.base[ours] = Endpoint(
+                        model=ours, provider=provider.name, base_model=ours, upstream_model=theirs
+                    )
+        self._projects: dict[str, dict[str, tuple[float, Any]]] = {}
+
+    # --- cache ---------------------------------------------------------------------------------------------------
+
+    def invalidate(self, project_id: str) -> None:
+        self._projects.pop(project_id, None)
+
+    def _cached(self, project_id: str, key: str) -> Any:
+        entry = self._projects.get(project_id, {}).get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def _keep(self, project_id: str, key: str, value: Any) -> None:
+        if self.ttl > 0:
+            self._projects.setdefault(project_id, {})[key] = (time.monotonic() + self.ttl, value)
+
+    # --- resolving -----------------------------------------------------------------------------------------------
+
+    async def plan(self, project_id: str, name: str, sticky: str | None = None) -> Plan:
+        """The endpoints to try for ``name``, in order. Unknown names are a 404 on ``model``."""
+        endpoint = self.base.get(name)
+        if endpoint is not None:
+            return Plan((endpoint,), (name,))
+        if name.startswith("ft:"):
+            return Plan((await self.endpoint(project_id, name),), (name,))
+        route = await self.alias(project_id, name)
+        target = route.pick(sticky)
+        chain = (target, *route.fallbacks)
+        return Plan(
+            candidates=tuple(c.endpoint for c in chain),
+            names=tuple(c.model for c in chain),
+            alias=route.name,
+            version=route.version,
+            guard=route.guard,
+            guard_endpoint=route.guard_endpoint,
+        )
+
+    async def endpoint(self, project_id: str, model: str) -> Endpoint:
+        """A base or fine-tuned model (never an alias)."""
+        found = self.base.get(model)
+        if found is not None:
+            return found
+        cached = self._cached(project_id, model)
+        if isinstance(cached, Endpoint):
+            return cached
+        async with self.sessionmaker() as session:
+            tuned = await ModelRepository(session).get(project_id, model) if model.startswith("ft:") else None
+        if tuned is None:
+            raise model_not_found(model)
+        endpoint = self._fine_tuned(tuned)
+        self._keep(project_id, model, endpoint)
+        return endpoint
+
+    async def alias(self, project_id: str, name: str) -> AliasRoute:
+        cached = self._cached(project_id, name)
+        if isinstance(cached, AliasRoute):
+            return cached
+        alias_name, _, pinned = name.partition(PIN)
+        async with self.sessionmaker() as session:
+            repo = AliasRepository(session)
+            alias = await repo.get(project_id, alias_name)
+            number = int(pinned) if pinned.isdigit() else (alias.active_version if alias else None)
+            version = await repo.version(alias.id, number) if alias is not None and number is not None else None
+            if alias is None or version is None or (pinned and not pinned.isdigit()):
+                raise model_not_found(name)
+            route = await self._route(session, project_id, alias, version)
+        self._keep(project_id, name, route)
+        return route
+
+    async def _route(
+        self, session: AsyncSession, project_id: str, alias: ModelAlias, version: AliasVersion
+    ) -> AliasRoute:
+        models = ModelRepository(session)
+
+        async def choice(model: str, weight: float = 1.0) -> Choice:
+            endpoint = self.base.get(model)
+            if endpoint is None and model.startswith("ft:"):
+                tuned = await models.get(project_id, model)
+                endpoint = self._fine_tuned(tuned) if tuned is not None else None
+            return Choice(model, weight, endpoint)
+
+        targets = tuple([await choice(t["model"], float(t["weight"])) for t in version.targets])
+        fallbacks = tuple([await choice(m) for m in version.fallbacks])
+        guard = Guard.model_validate(version.guard) if version.guard else None
+        guard_endpoint = (await choice(guard.model)).endpoint if guard else None
+        return AliasRoute(alias.name, version.version, targets, fallbacks, guard, guard_endpoint)
+
+    def _fine_tuned(self, tuned: FineTunedModel) -> Endpoint:
+        fmt = PromptFormat.model_validate(tuned.prompt_format) if tuned.prompt_format else None
+        if tuned.provider == "local":
+            adapter = (self.data_dir / tuned.artifact) if self.data_dir is not None else None
+            return Endpoint(tuned.id, tuned.provider, tuned.base_model, adapter=adapter, prompt_format=fmt)
+        return Endpoint(tuned.id, tuned.provider, tuned.base_model, upstream_model=tuned.artifact, prompt_format=fmt)
+
+    async def concrete(self, project_id: str, models: Sequence[str]) -> list[Endpoint]:
+        """Check that every model exists for the project (used when a version is created)."""
+        return [await self.endpoint(project_id, m) for m in models]
