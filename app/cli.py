@@ -31,6 +31,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (FTGW_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (FTGW_PORT).")] = None,
     migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes. Caches, rate limits and usage sums are per process; each runs a job worker.",
+        ),
+    ] = 1,
 ) -> None:
     """Start the gateway (applies migrations first)."""
     import uvicorn
@@ -45,6 +52,7 @@ def serve(
         port=port or settings.port,
         log_level=settings.log_level,
         proxy_headers=True,
+        workers=workers,
     )
 
 

@@ -145,7 +145,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or Settings()
     install_error_handlers(app)
+    # Inference first: routes are matched in order, and its calls are the ones that must be cheap.
     for router in (
+        inference_router,
         health_router,
         auth_router,
         files_router,
@@ -155,7 +157,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry_router,
         usage_router,
         webhooks_router,
-        inference_router,
     ):
         app.include_router(router)
     return app

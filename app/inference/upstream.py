@@ -1,7 +1,8 @@
 """Forwarding inference to upstream OpenAI-compatible providers: retries with backoff, timeouts, a cooldown.
 
-One pooled HTTP client per provider. A call is retried on connection errors, timeouts, 429 and 5xx, waiting
-``retry_backoff_seconds`` doubled each time (or the provider's ``Retry-After``, capped). After
+One pooled aiohttp session per provider: several times cheaper per call than httpx, which matters on the hot
+path (the openai SDK still drives fine-tuning). A call is retried on connection errors, timeouts, 429 and 5xx,
+waiting ``retry_backoff_seconds`` doubled each time (or the provider's ``Retry-After``, capped). After
 ``cooldown_after_failures`` failed calls in a row the provider is skipped for ``cooldown_seconds``, so routes
 fall through to their fallbacks at once instead of waiting on a provider that is down. A stream is passed on
 as it arrives; only opening it is retried (nothing has reached the caller yet).
@@ -16,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from app.config import UpstreamProviderConfig
@@ -38,13 +39,15 @@ class UpstreamClient:
     def __init__(self, config: UpstreamProviderConfig) -> None:
         self.config = config
         self.name = config.name
-        key = os.environ.get(config.api_key_env, "")
-        self.http = httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-            timeout=httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0)),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+        self.base_url = config.base_url.rstrip("/")
+        self.headers = {
+            "Authorization": f"Bearer {os.environ.get(config.api_key_env, '')}",
+            "Content-Type": "application/json",
+        }
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=min(config.timeout_seconds, 10.0), sock_read=config.timeout_seconds
         )
+        self._session: aiohttp.ClientSession | None = None
         self._failures = 0
         self._cool_until = 0.0
 
@@ -52,66 +55,81 @@ class UpstreamClient:
     def cooling(self) -> bool:
         return time.monotonic() < self._cool_until
 
+    def session(self) -> aiohttp.ClientSession:
+        # Created on first use: an aiohttp session belongs to the running event loop.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=512, limit_per_host=512, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers=self.headers, timeout=self.timeout, auto_decompress=True
+            )
+        return self._session
+
     async def aclose(self) -> None:
-        await self.http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         """The provider's JSON answer to ``payload``."""
-        response = await self._send(path, payload, stream=False)
+        response = await self._send(path, payload)
         try:
-            body: dict[str, Any] = orjson.loads(await response.aread())
-        except (orjson.JSONDecodeError, httpx.HTTPError) as exc:
+            body: dict[str, Any] = orjson.loads(await response.read())
+        except (orjson.JSONDecodeError, aiohttp.ClientError, TimeoutError) as exc:
             self._failed()
-            raise UpstreamFailure(self.name, f"unreadable answer ({exc})") from None
+            raise UpstreamFailure(self.name, f"unreadable answer ({type(exc).__name__})") from None
         finally:
-            await response.aclose()
+            response.release()
         self._succeeded()
         return body
 
     async def stream(self, path: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Open the stream (retried), then yield each event's JSON as it arrives, until ``[DONE]``."""
-        response = await self._send(path, payload, stream=True)
+        response = await self._send(path, payload)
         self._succeeded()
         return self._events(response)
 
-    async def _events(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    async def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
         try:
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
+            async for raw in response.content:
+                line = raw.strip()
+                if not line.startswith(b"data:"):
                     continue
                 data = line[5:].strip()
-                if data == "[DONE]":
+                if data == b"[DONE]":
                     return
                 event: dict[str, Any] = orjson.loads(data)
                 yield event
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self._failed()
             raise UpstreamFailure(self.name, f"stream broke off ({type(exc).__name__})") from None
         finally:
-            await response.aclose()
+            response.release()
 
-    async def _send(self, path: str, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
+    async def _send(self, path: str, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         if self.cooling:
             raise UpstreamFailure(self.name, "cooling down after repeated failures")
         content = orjson.dumps(payload)
+        url = self.base_url + path
         problem = "no answer"
         for attempt in range(self.config.max_retries + 1):
             wait = self.config.retry_backoff_seconds * 2**attempt * (0.5 + random.random())
             try:
-                request = self.http.build_request("POST", path, content=content)
-                response = await self.http.send(request, stream=stream)
-            except httpx.TimeoutException:
+                response = await self.session().post(url, data=content)
+            except TimeoutError:
                 problem = f"timed out after {self.config.timeout_seconds}s"
-            except httpx.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 problem = f"unreachable ({type(exc).__name__})"
             else:
-                if response.status_code < 300:
+                if response.status < 300:
                     return response
-                body = await response.aread()
-                await response.aclose()
-                if response.status_code not in RETRYABLE:
-                    self._refused(response.status_code, body)
-                problem = f"HTTP {response.status_code}"
+                try:
+                    body = await response.read()
+                except (aiohttp.ClientError, TimeoutError):
+                    body = b""
+                finally:
+                    response.release()
+                if response.status not in RETRYABLE:
+                    self._refused(response.status, body)
+                problem = f"HTTP {response.status}"
                 retry_after = response.headers.get("retry-after")
                 if retry_after and _is_number(retry_after):
                     wait = min(float(retry_after), MAX_RETRY_AFTER)
