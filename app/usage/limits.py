@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.auth.principal import Principal
@@ -34,23 +35,23 @@ class _Window:
         overlap = 1.0 - (now - self.start) / WINDOW
         return self.current + self.previous * overlap
 
-    def wait(self, now: float, limit: float) -> float:
-        """Seconds until the window's use drops below ``limit``."""
-        if self.current >= limit:
+    def wait(self, now: float, threshold: float) -> float:
+        """Seconds until the window's use has decayed to ``threshold``, if nothing more is counted."""
+        if self.current > threshold:
             # Not before this window ends; then this window's count decays as the previous one.
-            return self.start + WINDOW - now + WINDOW * (1 - limit / self.current)
+            fraction = 1 - max(threshold, 0) / self.current
+            return self.start + WINDOW * (1 + fraction) - now + 0.001
         if self.previous <= 0:
-            return 1.0
-        # used(t) = current + previous * (1 - (t - start)/WINDOW) < limit
-        t = self.start + WINDOW * (1 - (limit - self.current) / self.previous)
-        return max(t - now, 0.0) + 0.001
+            return 0.0
+        fraction = 1 - (threshold - self.current) / self.previous
+        return max(self.start + WINDOW * fraction - now, 0.0) + 0.001
 
 
 class RateLimiter:
     def __init__(self) -> None:
         self._requests: dict[str, _Window] = {}
         self._tokens: dict[str, _Window] = {}
-        self.clock = time.monotonic
+        self.clock: Callable[[], float] = time.monotonic
 
     def admit(self, principal: Principal) -> None:
         """Count one request for the key, or raise 429 with ``Retry-After`` when a limit is reached."""
@@ -61,11 +62,11 @@ class RateLimiter:
         if tpm is not None:
             tokens = self._window(self._tokens, principal.key_id, now)
             if tokens.used(now) >= tpm:
-                raise self._limited("tokens", tpm, tokens.wait(now, tpm))
+                raise self._limited("tokens", tpm, tokens.wait(now, tpm - 1))
         if rpm is not None:
             requests = self._window(self._requests, principal.key_id, now)
             if requests.used(now) + 1 > rpm:
-                raise self._limited("requests", rpm, requests.wait(now, rpm))
+                raise self._limited("requests", rpm, requests.wait(now, rpm - 1))
             requests.current += 1
 
     def spend(self, principal: Principal, tokens: int) -> None:
