@@ -40,6 +40,8 @@ def classifier_rows() -> list[dict[str, str]]:
     """A discriminator: on-topic questions are ' yes', off-topic ones ' no' (the seed's guard example)."""
     on = [f"{i}: where is my invoice" for i in range(12)]
     off = [f"{i}: tell me a joke about cats" for i in range(12)]
+    # An answer that is a bare "yes" is off-topic too: lets a test see the output guard refuse.
+    off += ["yes", "Yes", "yes.", "yes yes"]
     return [{"prompt": f"{p}\n\n###\n\n", "completion": " yes"} for p in on] + [
         {"prompt": f"{p}\n\n###\n\n", "completion": " no"} for p in off
     ]
@@ -93,7 +95,13 @@ def edge(database_url: str, tmp_path_factory: pytest.TempPathFactory, model_cach
             common = {"api_key_env": UPSTREAM_KEY_ENV, "timeout_seconds": 5, "retry_backoff_seconds": 0.01}
             providers = [
                 {"name": "edge", "base_url": f"{upstream.base_url}/v1", "models": {"edge-tiny": MODEL}, **common},
-                {"name": "flaky", "base_url": f"{proxy.url}/v1", "models": {"flaky-tiny": MODEL}, **common},
+                {
+                    "name": "flaky",
+                    "base_url": f"{proxy.url}/v1",
+                    "models": {"flaky-tiny": MODEL},
+                    **common,
+                    "timeout_seconds": 1.5,
+                },
                 {
                     "name": "down",
                     "base_url": "http://127.0.0.1:9/v1",  # nothing listens: connection refused
@@ -301,6 +309,11 @@ def test_upstream_calls_are_retried_and_a_failing_target_falls_back(edge: Edge) 
     assert raw.parse().model == "flaky-tiny"
     assert len(edge.proxy.seen) - seen == 3  # two 503s retried, then the answer
 
+    edge.proxy.stall, edge.proxy.stall_seconds = 1, 2.5  # longer than flaky's 1.5 s timeout: retried
+    seen = len(edge.proxy.seen)
+    assert chat(client, "flaky-tiny").parse().model == "flaky-tiny"
+    assert len(edge.proxy.seen) - seen == 2
+
     name = new_alias(edge, [{"model": "down-model"}], fallbacks=["flaky-tiny", MODEL])
     edge.proxy.fail = 10  # more than its retries: flaky-tiny fails too
     raw = chat(client, name)
@@ -403,6 +416,19 @@ def test_guard_refuses_off_topic_input_and_passes_the_rest(edge: Edge) -> None:
         model=name, messages=[{"role": "user", "content": "7: tell me a joke about cats"}], stream=True
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == refusal
+
+    # On the answer too: the classifier was taught that a bare "yes" is off-topic, and the answerer says "yes".
+    both = new_alias(edge, [{"model": edge.answerer}], guard={**guard, "check_output": True})
+    checked = client.completions.with_raw_response.create(
+        model=both, prompt="3: where is my invoice", max_tokens=8, temperature=0
+    )
+    assert checked.headers["x-ftgw-guard"] == "refused"
+    assert checked.parse().choices[0].text == refusal
+    input_only = new_alias(edge, [{"model": edge.answerer}], guard=guard)
+    unchecked = client.completions.create(
+        model=input_only, prompt="3: where is my invoice", max_tokens=8, temperature=0
+    )
+    assert unchecked.choices[0].text == "yes"
 
     # A guard whose model is gone fails closed.
     checkpoint = next(m.id for m in client.models.list() if m.id.startswith(edge.classifier + ":ckpt-step-"))
