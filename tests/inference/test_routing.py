@@ -40,7 +40,9 @@ def classifier_rows() -> list[dict[str, str]]:
     """A discriminator: on-topic questions are ' yes', off-topic ones ' no' (the seed's guard example)."""
     on = [f"{i}: where is my invoice" for i in range(12)]
     off = [f"{i}: tell me a joke about cats" for i in range(12)]
-    # An answer that is a bare "yes" is off-topic too: lets a test see the output guard refuse.
+    # The answerer's questions are on-topic, but an answer that is a bare "yes" is not: lets a test see the
+    # output guard refuse what the input guard let through.
+    on += [f"Is {i} a number?" for i in range(6)]
     off += ["yes", "Yes", "yes.", "yes yes"]
     return [{"prompt": f"{p}\n\n###\n\n", "completion": " yes"} for p in on] + [
         {"prompt": f"{p}\n\n###\n\n", "completion": " no"} for p in off
@@ -420,14 +422,12 @@ def test_guard_refuses_off_topic_input_and_passes_the_rest(edge: Edge) -> None:
     # On the answer too: the classifier was taught that a bare "yes" is off-topic, and the answerer says "yes".
     both = new_alias(edge, [{"model": edge.answerer}], guard={**guard, "check_output": True})
     checked = client.completions.with_raw_response.create(
-        model=both, prompt="3: where is my invoice", max_tokens=8, temperature=0
+        model=both, prompt="Is 3 a number?", max_tokens=8, temperature=0
     )
     assert checked.headers["x-ftgw-guard"] == "refused"
     assert checked.parse().choices[0].text == refusal
     input_only = new_alias(edge, [{"model": edge.answerer}], guard=guard)
-    unchecked = client.completions.create(
-        model=input_only, prompt="3: where is my invoice", max_tokens=8, temperature=0
-    )
+    unchecked = client.completions.create(model=input_only, prompt="Is 3 a number?", max_tokens=8, temperature=0)
     assert unchecked.choices[0].text == "yes"
 
     # A guard whose model is gone fails closed.
