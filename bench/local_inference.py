@@ -1,12 +1,16 @@
 """Benchmark: the batching :class:`~app.providers.local.engine.Engine` against one plain ``model.generate`` stream.
 
 Real SmolLM2-135M-Instruct (converted once into ``FTGW_TEST_MODEL_CACHE`` or ``/tmp/ftgw-models``). Both sides
-decode greedily ``--new-tokens`` tokens after prompts of the same length with EOS disabled, so every stream does
-the same work. The anchor is one ``model.generate`` call with KV cache; the engine serves ``--concurrency``
-requests at once. Prints aggregate tokens/s of each, their ratio (goal: at least 6x) and the engine's time to
-first token (from submitting all requests to each one's first chunk).
+decode greedily ``--new-tokens`` tokens after prompts of the same length, in float32, with the same torch thread
+count (``--threads``, also the engine's BLAS threads). The anchor is what a plain transformers user writes: one
+``model.generate`` call (sdpa attention, its default KV cache, greedy); the engine serves ``--concurrency``
+requests at once. Prints aggregate tokens/s of each, their ratio (goal: at least 6x) and the time to first token
+(engine: from submitting all requests to each one's first chunk; anchor: its single stream's first token).
 
-    .venv/bin/python bench/local_inference.py [--concurrency 8] [--new-tokens 64] [--threads N]
+Other work on a shared machine slows either side at random, so each of ``--rounds`` rounds measures the anchor
+and then the engine back to back (after warm-ups of both), and the report gives the median round and the spread.
+
+    .venv/bin/python bench/local_inference.py [--concurrency 8] [--new-tokens 64] [--threads 1] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,21 +47,47 @@ def prompts(engine: Engine, n: int) -> list[tuple[int, ...]]:
     return [p[:length] for p in encoded]
 
 
-def anchor(path: Path, prompt: tuple[int, ...], new_tokens: int) -> float:
-    """Tokens/s of one greedy ``model.generate`` stream (after a warm-up call)."""
-    model = load_base(path, torch.float32, torch.device("cpu"), packed=False).eval()
-    ids = torch.tensor([prompt])
-    mask = torch.ones_like(ids)
-    with torch.inference_mode():
-        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=4, min_new_tokens=4, do_sample=False)
-        start = time.perf_counter()
-        # min_new_tokens: the same work as the engine's streams, even if the model would emit EOS early.
-        out = model.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False
-        )
-        elapsed = time.perf_counter() - start
-    assert out.shape[1] - ids.shape[1] == new_tokens
-    return new_tokens / elapsed
+class _FirstToken:
+    """A ``generate`` streamer that only notes when the first generated token arrives (its first put is the prompt)."""
+
+    def __init__(self) -> None:
+        self.puts = 0
+        self.at = 0.0
+
+    def put(self, value: Any) -> None:
+        self.puts += 1
+        if self.puts == 2:
+            self.at = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+
+class Anchor:
+    """One greedy ``model.generate`` stream on the same weights, float32, KV cache on."""
+
+    def __init__(self, path: Path) -> None:
+        self.model = load_base(path, torch.float32, torch.device("cpu"), packed=False).eval()
+
+    def run(self, prompt: tuple[int, ...], new_tokens: int) -> tuple[float, float]:
+        """(tokens/s, seconds to the first token)."""
+        ids = torch.tensor([prompt])
+        streamer = _FirstToken()
+        with torch.inference_mode():
+            start = time.perf_counter()
+            # min_new_tokens: the same work every run, even where the model would emit EOS early.
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                use_cache=True,
+                streamer=streamer,
+            )
+            elapsed = time.perf_counter() - start
+        assert out.shape[1] - ids.shape[1] == new_tokens
+        return new_tokens / elapsed, streamer.at - start
 
 
 async def through_engine(engine: Engine, batch: list[tuple[int, ...]], new_tokens: int) -> tuple[float, list[float]]:
@@ -71,42 +103,71 @@ async def through_engine(engine: Engine, batch: list[tuple[int, ...]], new_token
             count += len(chunk.token_ids)
         return count, first
 
-    # Warm-up: loads the model and touches every code path once.
-    await one(batch[0], time.perf_counter())
     start = time.perf_counter()
     results = await asyncio.gather(*(one(p, start) for p in batch))
     elapsed = time.perf_counter() - start
+    # The engine has no min_new_tokens: a stream ending at EOS counts only the tokens it really produced.
     return sum(c for c, _ in results) / elapsed, [t for _, t in results]
+
+
+@dataclass
+class Round:
+    anchor_tps: float
+    anchor_ttft: float
+    engine_tps: float
+    engine_ttft: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return self.engine_tps / self.anchor_tps
+
+
+def _spread(values: list[float], fmt: str = "{:.1f}") -> str:
+    median, low, high = (fmt.format(v) for v in (statistics.median(values), min(values), max(values)))
+    return f"median {median} (min {low}, max {high})"
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on both sides (default 1)")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     cache = Path(os.environ.get("FTGW_TEST_MODEL_CACHE") or "/tmp/ftgw-models")
     store = BaseModelStore(cache)
-    path = store.resolve(SMOLLM2)
+    anchor = Anchor(store.resolve(SMOLLM2))
     engine = Engine(store, device=torch.device("cpu"))
+    rounds: list[Round] = []
     try:
         batch = prompts(engine, args.concurrency)
-        # Anchor before and after: other work on a shared machine moves both sides, so take the mean.
-        before = anchor(path, batch[0], args.new_tokens)
-        # The engine has no min_new_tokens: a stream ending at EOS counts only the tokens it really produced.
-        engine_tps, ttft = await through_engine(engine, batch, args.new_tokens)
+        # Warm-ups: the first calls load weights, size caches and fault in pages on both sides.
+        anchor.run(batch[0], 8)
+        await through_engine(engine, batch, 8)
+        for _ in range(args.rounds):
+            anchor_tps, anchor_ttft = anchor.run(batch[0], args.new_tokens)
+            engine_tps, engine_ttft = await through_engine(engine, batch, args.new_tokens)
+            rounds.append(Round(anchor_tps, anchor_ttft, engine_tps, engine_ttft))
+            print(
+                f"  round {len(rounds)}: anchor {anchor_tps:6.1f} tok/s, engine {engine_tps:6.1f} tok/s, "
+                f"ratio {engine_tps / anchor_tps:5.2f}x",
+                flush=True,
+            )
     finally:
         await engine.close()
-    single_tps = (before + anchor(path, batch[0], args.new_tokens)) / 2
 
-    print(f"prompt tokens {len(batch[0])}, new tokens {args.new_tokens}, threads {args.threads}")
-    print(f"single model.generate stream : {single_tps:8.1f} tokens/s")
-    print(f"engine, {args.concurrency} concurrent        : {engine_tps:8.1f} tokens/s aggregate")
-    print(f"ratio                        : {engine_tps / single_tps:8.2f}x (goal >= 6x)")
-    median, worst = statistics.median(ttft) * 1000, max(ttft) * 1000
-    print(f"time to first token          : median {median:.0f} ms, max {worst:.0f} ms")
+    ttfts = [t * 1000 for r in rounds for t in r.engine_ttft]
+    print(
+        f"prompt tokens {len(batch[0])}, new tokens {args.new_tokens}, torch threads {torch.get_num_threads()} "
+        f"on both sides, {args.rounds} rounds, {os.cpu_count()} cores"
+    )
+    print(f"single model.generate stream : {_spread([r.anchor_tps for r in rounds])} tokens/s")
+    print(f"engine, {args.concurrency:<2} concurrent       : {_spread([r.engine_tps for r in rounds])} tokens/s total")
+    print(f"ratio (per round)            : {_spread([r.ratio for r in rounds], '{:.2f}x')} (goal >= 6x)")
+    print(f"engine time to first token   : p50 {statistics.median(ttfts):.0f} ms, max {max(ttfts):.0f} ms")
+    print(f"anchor time to first token   : {_spread([r.anchor_ttft * 1000 for r in rounds], '{:.0f} ms')}")
 
 
 if __name__ == "__main__":

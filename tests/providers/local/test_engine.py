@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ import torch
 from app.providers.local.base_models import SMOLLM2, TINY, BaseModelStore
 from app.providers.local.engine import Engine, GenerationChunk, GenerationRequest
 from app.providers.local.engine_decode import TextState
+from app.providers.local.engine_lora import UnsupportedAdapter
 from app.providers.local.generate import complete
 from app.providers.local.modeling import quiet_peft
 
@@ -28,13 +31,14 @@ async def engine(store: BaseModelStore) -> AsyncIterator[Engine]:
     await engine.close()
 
 
-def random_adapter(tiny_path: Path, folder: Path, seed: int) -> Path:
+def random_adapter(tiny_path: Path, folder: Path, seed: int, **options: Any) -> Path:
     """A LoRA adapter with random non-zero A and B: a cheap stand-in for a trained one that changes outputs."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(str(tiny_path), local_files_only=True)
-    config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    fields: dict[str, Any] = {"target_modules": ["q_proj", "v_proj", "o_proj"], **options}
+    config = LoraConfig(r=4, lora_alpha=16, init_lora_weights=False, **fields)
     with torch.random.fork_rng(devices=[]), quiet_peft():
         torch.manual_seed(seed)
         model = get_peft_model(base, config)
@@ -86,6 +90,30 @@ async def test_concurrent_requests_match_one_by_one(engine: Engine) -> None:
         assert got == pytest.approx(want, abs=1e-4)
 
 
+async def test_prompts_sharing_a_prefix_match_one_by_one(engine: Engine, adapters: list[Path]) -> None:
+    # Chat prompts start with the same system prompt: admitted together, that prefix runs once per adapter.
+    questions = ["Say ok", "Name a fruit", "Count to three", "Hi", "What is 2+2?", "Spell cat"]
+    choices: list[Path | None] = [None, adapters[0], None, adapters[0], None, None]
+    requests = [
+        GenerationRequest(
+            TINY,
+            engine.encode_chat(TINY, [{"role": "user", "content": q}]),
+            adapter=a,
+            max_new_tokens=6,
+            temperature=0.0,
+            n_logprobs=2,
+        )
+        for q, a in zip(questions, choices, strict=True)
+    ]
+    alone = [await collect(engine, r) for r in requests]
+    together = await asyncio.gather(*(collect(engine, r) for r in requests))
+    for a, b in zip(alone, together, strict=True):
+        assert [c.token_ids for c in a] == [c.token_ids for c in b]
+        got = [t.logprob for c in b for lp in c.logprobs for t in lp.top]
+        want = [t.logprob for c in a for lp in c.logprobs for t in lp.top]
+        assert got == pytest.approx(want, abs=1e-4)
+
+
 async def test_adapters_and_base_in_one_batch(engine: Engine, tiny_path: Path, adapters: list[Path]) -> None:
     prompt = PROMPTS[1]
     choices: list[Path | None] = [adapters[0], None, adapters[1], adapters[0]]
@@ -93,6 +121,25 @@ async def test_adapters_and_base_in_one_batch(engine: Engine, tiny_path: Path, a
     texts = [text_of(r) for r in results]
     assert texts == [complete(tiny_path, a, prompt, max_new_tokens=10) for a in choices]
     assert len(set(texts)) == 3  # the adapters really change the output
+
+
+async def test_lora_on_every_projection_matches_peft(engine: Engine, tiny_path: Path, tmp_path: Path) -> None:
+    projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    # rsLoRA and a per-module alpha: the scalings the engine must compute as PEFT does.
+    adapter = random_adapter(
+        tiny_path, tmp_path / "all", 7, target_modules=projections, use_rslora=True, alpha_pattern={"down_proj": 4}
+    )
+    prompt = PROMPTS[2]
+    got = text_of(await collect(engine, greedy(engine, prompt, adapter=adapter)))
+    assert got == complete(tiny_path, adapter, prompt, max_new_tokens=10)
+    assert got != complete(tiny_path, None, prompt, max_new_tokens=10)
+
+
+async def test_an_adapter_the_engine_cannot_serve_fails_alone(engine: Engine, tiny_path: Path, tmp_path: Path) -> None:
+    dora = random_adapter(tiny_path, tmp_path / "dora", 1, use_dora=True)
+    with pytest.raises(UnsupportedAdapter, match="use_dora"):
+        await collect(engine, greedy(engine, PROMPTS[0], adapter=dora))
+    assert (await collect(engine, greedy(engine, PROMPTS[1], max_new_tokens=2)))[-1].finish_reason == "length"
 
 
 async def test_stop_strings_cut_and_are_excluded(engine: Engine) -> None:
@@ -154,6 +201,34 @@ async def test_a_cancelled_consumer_frees_its_slot(engine: Engine) -> None:
         await asyncio.sleep(0.01)
     assert engine.running() == 0
     assert (await collect(engine, greedy(engine, PROMPTS[1], max_new_tokens=3)))[-1].finish_reason == "length"
+
+
+async def test_other_architectures_go_through_transformers(tiny_path: Path, tmp_path: Path) -> None:
+    # A Llama with attention biases is outside the engine's own forward: transformers + PEFT serve it instead.
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(tiny_path), attention_bias=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        model = AutoModelForCausalLM.from_config(config)
+    folder = tmp_path / "models" / "biased-llama"
+    model.save_pretrained(str(folder))
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (tiny_path / name).is_file():
+            shutil.copy(tiny_path / name, folder / name)
+    engine = Engine(BaseModelStore(tmp_path / "cache", tmp_path / "models"))
+    try:
+        requests = [
+            GenerationRequest(
+                "biased-llama", engine.encode_text("biased-llama", p), max_new_tokens=6 + i, temperature=0.0
+            )
+            for i, p in enumerate(PROMPTS)
+        ]
+        together = await asyncio.gather(*(collect(engine, r) for r in requests))
+        for prompt, request, chunks in zip(PROMPTS, requests, together, strict=True):
+            assert text_of(chunks) == complete(folder, None, prompt, max_new_tokens=request.max_new_tokens)
+    finally:
+        await engine.close()
 
 
 def test_text_is_sent_only_when_whole(store: BaseModelStore) -> None:
