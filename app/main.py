@@ -109,13 +109,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             background.append(asyncio.create_task(coro, name=name))
 
         start(purge_expired_forever(sessionmaker, store, settings.purge_interval_seconds), "ftgw-upkeep")
-        dispatcher = Dispatcher(
-            sessionmaker,
-            backoff_seconds=settings.webhook_backoff_seconds,
-            max_attempts=settings.webhook_max_attempts,
-            timeout_seconds=settings.webhook_timeout_seconds,
-            wakeup=dispatch_wakeup,
-        )
+        dispatcher = Dispatcher.from_settings(sessionmaker, settings, dispatch_wakeup)
         start(dispatcher.run_forever(), "ftgw-webhooks")
         start(meter.run_forever(settings.usage_flush_seconds), "ftgw-usage")
         if settings.embedded_worker:

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.datasets.prompt_format import PromptFormat
+from app.inference.schemas import CompletionRequest
 from app.kit.ids import random_token
 from app.registry.routing import Endpoint
 
@@ -33,6 +35,26 @@ class Answer:
     events: AsyncIterator[dict[str, Any]] | None = None  # or a stream of chunks
     tally: Tally = field(default_factory=Tally)
     guard: str | None = None  # "passed" or "refused" when a guard ran
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionInput:
+    """A text completion's prompts and stops as sent to the model: its prompt format applied unless opted out."""
+
+    prompts: list[str]
+    stop: list[str]
+    format: PromptFormat | None
+
+    @classmethod
+    def of(cls, endpoint: Endpoint, body: CompletionRequest) -> CompletionInput:
+        fmt = endpoint.prompt_format if body.apply_prompt_format else None
+        if fmt is None:
+            return cls(body.prompts(), list(body.stops()), None)
+        return cls([fmt.apply(p) for p in body.prompts()], fmt.stops(list(body.stops())), fmt)
+
+    def clean(self, text: str, *, first: bool) -> str:
+        """Generated text without the format's stop and learnt leading space (``first``: the choice's start)."""
+        return self.format.clean(text, first=first) if self.format is not None and text else text
 
 
 def response_id(prefix: str) -> str:

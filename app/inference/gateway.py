@@ -194,15 +194,13 @@ def _input_text(body: Request) -> str:
     if isinstance(body, ChatCompletionRequest):
         users = [m.text() for m in body.messages if m.role == "user"]
         return users[-1] if users else body.messages[-1].text()
-    return body.prompt if isinstance(body.prompt, str) else "\n".join(body.prompt)
+    return "\n".join(body.prompts())
 
 
 def refusal(endpoint: Endpoint, body: Request, text: str, tally: Tally | None = None) -> Answer:
     """The configured refusal, shaped as the caller's kind of response (a stream when it asked for one)."""
     answer = Answer(endpoint, guard="refused")
-    choices = body.n * (
-        len(body.prompt) if isinstance(body, CompletionRequest) and isinstance(body.prompt, list) else 1
-    )
+    choices = body.n * (len(body.prompts()) if isinstance(body, CompletionRequest) else 1)
     chat = isinstance(body, ChatCompletionRequest)
     base = {
         "id": response_id("chatcmpl" if chat else "cmpl"),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from app.errors import InvalidRequest
-from app.inference.answer import Answer, Tally, now, response_id
+from app.inference.answer import Answer, CompletionInput, Tally, now, response_id
 from app.inference.schemas import (
     AssistantMessage,
     ChatChoice,
@@ -244,25 +244,21 @@ async def chat(engine: Engine, endpoint: Endpoint, body: ChatCompletionRequest) 
 
 async def completion(engine: Engine, endpoint: Endpoint, body: CompletionRequest) -> Answer:
     """A text completion; the model's own prompt format (separator, stop, leading space) applied unless opted out."""
-    fmt = endpoint.prompt_format if body.apply_prompt_format else None
-    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    if fmt is not None:
-        prompts = [fmt.apply(p) for p in prompts]
-    stop = tuple(fmt.stops(list(body.stops()))) if fmt is not None else body.stops()
+    given = CompletionInput.of(endpoint, body)
     requests = build_requests(
         endpoint,
-        [engine.encode_text(endpoint.base_model, p) for p in prompts],
+        [engine.encode_text(endpoint.base_model, p) for p in given.prompts],
         body,
         max_tokens=body.max_tokens,
         n_logprobs=body.logprobs or 0,
-        stop=stop,
+        stop=tuple(given.stop),
     )
     answer = Answer(endpoint)
     completion_id, created = response_id("cmpl"), now()
     if body.stream:
 
         def choice_of(index: int, chunk: GenerationChunk, first: bool) -> dict[str, Any] | None:
-            text = fmt.clean(chunk.text, first=first) if fmt is not None and chunk.text else chunk.text
+            text = given.clean(chunk.text, first=first)
             if not (text or chunk.finish_reason):
                 return None
             logprobs = completion_logprobs(list(chunk.logprobs)).model_dump() if body.logprobs is not None else None
@@ -279,7 +275,7 @@ async def completion(engine: Engine, endpoint: Endpoint, body: CompletionRequest
         choices=[
             CompletionChoice(
                 index=r.index,
-                text=fmt.clean(r.text, first=True) if fmt is not None else r.text,
+                text=given.clean(r.text, first=True),
                 finish_reason=r.finish_reason,
                 logprobs=completion_logprobs(r.logprobs) if body.logprobs is not None else None,
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from app.inference.answer import Answer, Tally
+from app.inference.answer import Answer, CompletionInput, Tally
 from app.inference.schemas import ChatCompletionRequest, CompletionRequest, Sampling
 from app.inference.upstream import UpstreamClient
 from app.registry.routing import Endpoint
@@ -49,7 +49,7 @@ def _prompt_texts(body: Sampling) -> list[str]:
     if isinstance(body, ChatCompletionRequest):
         return [m.text() for m in body.messages]
     if isinstance(body, CompletionRequest):
-        return [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+        return body.prompts()
     return []
 
 
@@ -64,22 +64,20 @@ def answer_texts(body: dict[str, Any]) -> list[str]:
 async def forward(client: UpstreamClient, endpoint: Endpoint, path: str, body: Sampling) -> Answer:
     """One call to the provider (retried there); raises UpstreamFailure when the route should fall back."""
     payload = _payload(endpoint, body)
-    fmt = endpoint.prompt_format if isinstance(body, CompletionRequest) and body.apply_prompt_format else None
-    if fmt is not None and isinstance(body, CompletionRequest):
-        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        applied = [fmt.apply(p) for p in prompts]
-        payload["prompt"] = applied[0] if isinstance(body.prompt, str) else applied
-        payload["stop"] = fmt.stops(list(body.stops()))
+    given = CompletionInput.of(endpoint, body) if isinstance(body, CompletionRequest) else None
+    if given is not None and given.format is not None:
+        payload["prompt"] = given.prompts if isinstance(payload["prompt"], list) else given.prompts[0]
+        payload["stop"] = given.stop
     answer = Answer(endpoint)
     if body.stream:
         events = await client.stream(path, payload)
-        answer.events = _relay(events, endpoint, body, answer.tally, fmt is not None)
+        answer.events = _relay(events, endpoint, body, answer.tally, given)
         return answer
     result = await client.post(path, payload)
     result["model"] = endpoint.model
-    if fmt is not None:
+    if given is not None:
         for choice in result.get("choices") or []:
-            choice["text"] = fmt.clean(str(choice.get("text") or ""), first=True)
+            choice["text"] = given.clean(str(choice.get("text") or ""), first=True)
     if not _take_usage(result, answer.tally):
         answer.tally.prompt_tokens = _count(endpoint.base_model, _prompt_texts(body))
         answer.tally.completion_tokens = _count(endpoint.base_model, answer_texts(result))
@@ -89,10 +87,13 @@ async def forward(client: UpstreamClient, endpoint: Endpoint, path: str, body: S
 
 
 async def _relay(
-    events: AsyncIterator[dict[str, Any]], endpoint: Endpoint, body: Sampling, tally: Tally, clean: bool
+    events: AsyncIterator[dict[str, Any]],
+    endpoint: Endpoint,
+    body: Sampling,
+    tally: Tally,
+    given: CompletionInput | None,
 ) -> AsyncIterator[dict[str, Any]]:
     wants_usage = bool(body.stream_options and body.stream_options.include_usage)
-    fmt = endpoint.prompt_format if clean else None
     started: set[int] = set()
     texts: list[str] = []
     counted = False
@@ -105,9 +106,9 @@ async def _relay(
                     continue
                 event.pop("usage", None)
         for choice in event.get("choices") or []:
-            if fmt is not None and choice.get("text"):
+            if given is not None and choice.get("text"):
                 index = int(choice.get("index") or 0)
-                choice["text"] = fmt.clean(choice["text"], first=index not in started)
+                choice["text"] = given.clean(choice["text"], first=index not in started)
                 started.add(index)
         texts.extend(answer_texts(event))
         yield event

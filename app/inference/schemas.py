@@ -74,6 +74,9 @@ class CompletionRequest(Sampling):
         "(and the learnt leading space) from the answer. False sends the prompt as it is.",
     )
 
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
 
 class Usage(Schema):
     prompt_tokens: int

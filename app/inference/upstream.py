@@ -15,7 +15,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import orjson
@@ -138,7 +138,7 @@ class UpstreamClient:
         self._failed()
         raise UpstreamFailure(self.name, f"{problem} after {self.config.max_retries + 1} attempts")
 
-    def _refused(self, status: int, body: bytes) -> None:
+    def _refused(self, status: int, body: bytes) -> NoReturn:
         """A 4xx that retrying cannot fix: the caller's mistake is passed on; anything else may fall back."""
         error = _error_of(body)
         if status in (400, 413, 422):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,11 +157,13 @@ class ModelCatalog:
         found = self.base.get(model)
         if found is not None:
             return found
+        if not model.startswith("ft:"):
+            raise model_not_found(model)
         cached = self._cached(project_id, model)
         if isinstance(cached, Endpoint):
             return cached
         async with self.sessionmaker() as session:
-            tuned = await ModelRepository(session).get(project_id, model) if model.startswith("ft:") else None
+            tuned = await ModelRepository(session).get(project_id, model)
         if tuned is None:
             raise model_not_found(model)
         endpoint = self._fine_tuned(tuned)
@@ -173,13 +174,15 @@ class ModelCatalog:
         cached = self._cached(project_id, name)
         if isinstance(cached, AliasRoute):
             return cached
-        alias_name, _, pinned = name.partition(PIN)
+        alias_name, pin, pinned = name.partition(PIN)
+        if pin and not pinned.isdigit():
+            raise model_not_found(name)
         async with self.sessionmaker() as session:
             repo = AliasRepository(session)
             alias = await repo.get(project_id, alias_name)
-            number = int(pinned) if pinned.isdigit() else (alias.active_version if alias else None)
+            number = int(pinned) if pinned else (alias.active_version if alias else None)
             version = await repo.version(alias.id, number) if alias is not None and number is not None else None
-            if alias is None or version is None or (pinned and not pinned.isdigit()):
+            if alias is None or version is None:
                 raise model_not_found(name)
             route = await self._route(session, project_id, alias, version)
         self._keep(project_id, name, route)
@@ -204,12 +207,8 @@ class ModelCatalog:
         return AliasRoute(alias.name, version.version, targets, fallbacks, guard, guard_endpoint)
 
     def _fine_tuned(self, tuned: FineTunedModel) -> Endpoint:
-        fmt = PromptFormat.model_validate(tuned.prompt_format) if tuned.prompt_format else None
+        fmt = PromptFormat.from_stored(tuned.prompt_format)
         if tuned.provider == "local":
             adapter = (self.data_dir / tuned.artifact) if self.data_dir is not None else None
             return Endpoint(tuned.id, tuned.provider, tuned.base_model, adapter=adapter, prompt_format=fmt)
         return Endpoint(tuned.id, tuned.provider, tuned.base_model, upstream_model=tuned.artifact, prompt_format=fmt)
-
-    async def concrete(self, project_id: str, models: Sequence[str]) -> list[Endpoint]:
-        """Check that every model exists for the project (used when a version is created)."""
-        return [await self.endpoint(project_id, m) for m in models]

@@ -13,6 +13,7 @@ from datetime import timedelta
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.config import Settings
 from app.db import after_commit, commit
 from app.errors import NotFound
 from app.fine_tuning.models import FineTuningJob
@@ -102,6 +103,18 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.timeout = timeout_seconds
         self.wakeup = wakeup
+
+    @classmethod
+    def from_settings(
+        cls, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, wakeup: asyncio.Event
+    ) -> Dispatcher:
+        return cls(
+            sessionmaker,
+            backoff_seconds=settings.webhook_backoff_seconds,
+            max_attempts=settings.webhook_max_attempts,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            wakeup=wakeup,
+        )
 
     async def run_forever(self, poll_seconds: float = 1.0) -> None:
         async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:

@@ -93,12 +93,26 @@ class WorkerJobContext:
 
         await self._write(apply)
 
-    async def checkpoint(self, checkpoint: CheckpointReport) -> None:
-        name = f"{self.model_name}:ckpt-step-{checkpoint.step}"
+    def model_row(self, job: FineTuningJob, artifact: str, checkpoint_step: int | None = None) -> FineTunedModel:
+        """The registry row of the job's model, or of one of its checkpoints, with the data's prompt format."""
+        name = self.model_name if checkpoint_step is None else f"{self.model_name}:ckpt-step-{checkpoint_step}"
+        return FineTunedModel(
+            id=name,
+            project_id=job.project_id,
+            job_id=job.id,
+            base_model=job.base_model,
+            parent_model=job.parent_model,
+            provider=job.provider,
+            checkpoint_step=checkpoint_step,
+            artifact=artifact,
+            prompt_format=self.prompt_format,
+        )
 
+    async def checkpoint(self, checkpoint: CheckpointReport) -> None:
         async def apply(repo: JobRepository, job: FineTuningJob) -> None:
             if await repo.checkpoint_at(job.id, checkpoint.step) is not None:
                 return  # reported again by a resumed run
+            model = self.model_row(job, checkpoint.artifact, checkpoint.step)
             await repo.add_checkpoint(
                 JobCheckpoint(
                     id=new_id("ftckpt"),
@@ -106,22 +120,10 @@ class WorkerJobContext:
                     job_id=job.id,
                     step_number=checkpoint.step,
                     metrics={"step": float(checkpoint.step), **checkpoint.metrics},
-                    fine_tuned_model_checkpoint=name,
+                    fine_tuned_model_checkpoint=model.id,
                 )
             )
-            await ModelRepository(repo.session).add(
-                FineTunedModel(
-                    id=name,
-                    project_id=job.project_id,
-                    job_id=job.id,
-                    base_model=job.base_model,
-                    parent_model=job.parent_model,
-                    provider=job.provider,
-                    checkpoint_step=checkpoint.step,
-                    artifact=checkpoint.artifact,
-                    prompt_format=self.prompt_format,
-                )
-            )
+            await ModelRepository(repo.session).add(model)
             await repo.append_event(job, f"Checkpoint created at step {checkpoint.step}")
 
         await self._write(apply)

@@ -28,7 +28,6 @@ from app.fine_tuning.service import job_service
 from app.kit.time import utcnow
 from app.providers.base import Classification, JobRun, RunOutcome, StopReason
 from app.providers.registry import ProviderRegistry
-from app.registry.models import FineTunedModel
 from app.registry.repository import ModelRepository
 from app.registry.service import fine_tuned_name, registry_service
 from app.worker.context import WorkerJobContext
@@ -284,18 +283,7 @@ class Worker:
                 sha256=sha256,
             )
             job.result_files = [results.id]
-        await ModelRepository(session).add(
-            FineTunedModel(
-                id=model_name,
-                project_id=job.project_id,
-                job_id=job.id,
-                base_model=job.base_model,
-                parent_model=job.parent_model,
-                provider=job.provider,
-                artifact=outcome.artifact or "",
-                prompt_format=ctx.prompt_format,
-            )
-        )
+        await ModelRepository(session).add(ctx.model_row(job, outcome.artifact or ""))
         job.status = JobStatus.succeeded
         job.fine_tuned_model = model_name
         job.trained_tokens = outcome.trained_tokens

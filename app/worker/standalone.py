@@ -28,13 +28,7 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
     sessionmaker = create_sessionmaker(engine, info={DISPATCH_WAKEUP: dispatch_wakeup})
     store = BlobStore(settings.files_dir, settings.tmp_dir)
     providers = build_providers(settings)
-    dispatcher = Dispatcher(
-        sessionmaker,
-        backoff_seconds=settings.webhook_backoff_seconds,
-        max_attempts=settings.webhook_max_attempts,
-        timeout_seconds=settings.webhook_timeout_seconds,
-        wakeup=dispatch_wakeup,
-    )
+    dispatcher = Dispatcher.from_settings(sessionmaker, settings, dispatch_wakeup)
     tasks = [asyncio.create_task(dispatcher.run_forever(), name="ftgw-webhooks")]
     tasks += [
         asyncio.create_task(Worker(settings, sessionmaker, store, providers).run_forever(), name=f"ftgw-worker-{i}")
