@@ -3,10 +3,10 @@
 Same arithmetic as transformers' ``LlamaForCausalLM`` (RMSNorm, rotary embeddings, grouped-query attention,
 SiLU MLP, LoRA added after each adapted projection as PEFT does), arranged for decode steps of a few rows:
 
-* the weights are fused (q|k|v, gate|up) and stored transposed, ``[in, out]``: one matrix product per group.
-  On CPU in float32 the products go through numpy's BLAS (OpenBLAS): for 8 rows times SmolLM2's weights it
-  took 0.6-0.85x the time of torch's (MKL) ``linear`` on the 2-core AMD EPYC we measured, and these products
-  are 70-80% of a decode step;
+* the weights are fused (q|k|v, gate|up), ``[out, in]``: one matrix product per group. On CPU in float32 a
+  decode step's products (up to 8 rows) go through the engine's own kernels (:mod:`engine_kernels`: 53 ms for
+  8 rows times SmolLM2's weights on the 2-core AMD EPYC we measured, against 65-89 ms for OpenBLAS and more
+  for torch's ``linear``), larger ones (prefill) through numpy's BLAS; these products are ~75% of a step;
 * one preallocated KV cache, ``[layers, rows, kv_heads, columns, head_dim]``: row r's token at position p lives
   in column p, so a step writes one column per row in place, rows never shift when others join or grow, and
   nothing is padded on the left;
@@ -22,10 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from app.providers.local import engine_kernels
+from app.providers.local.engine_kernels import matmul_wt
 from app.providers.local.engine_lora import LoraWeights
 
 # (an adapter's weights, the batch rows using it or None for all of them)
@@ -51,18 +52,16 @@ def supports(config: Any) -> bool:
 
 
 class _Linear:
-    """``x @ W.T`` for the weights ``W`` (``[out, in]`` each, concatenated along ``out``), kept as ``W.T``."""
+    """``x @ W.T`` for the weights ``W`` (``[out, in]`` each, concatenated along ``out``)."""
 
     def __init__(self, *weights: torch.Tensor) -> None:
-        self.wt = torch.cat([w.detach() for w in weights]).t().contiguous()
-        self._np = self.wt.numpy() if self.wt.device.type == "cpu" and self.wt.dtype == torch.float32 else None
+        self.w = torch.cat([w.detach() for w in weights]).contiguous()
+        self._np = self.w.numpy() if self.w.device.type == "cpu" and self.w.dtype == torch.float32 else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # numpy's BLAS runs single-threaded (engine.py), whatever torch's thread count: with 2 torch threads on
-        # 2 cores it still beat torch's 2-thread products here (56-81 against 37-63 tokens/s over 8 rows).
         if self._np is not None:
-            return torch.from_numpy(np.matmul(x.contiguous().numpy(), self._np))
-        return torch.mm(x, self.wt)
+            return torch.from_numpy(matmul_wt(x.numpy(), self._np))
+        return F.linear(x, self.w)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +174,8 @@ class LlamaRunner:
         # rotate_half(x) * sin == roll(x, half) * (sin with its first half negated), exactly: one op fewer.
         self._cos, self._sin = cos[0].to(embed.dtype), torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
         self._sin = self._sin.to(embed.dtype)
+        if self.lm_head.w.device.type == "cpu":
+            engine_kernels.warm_up()
         self.cache = KVCache(
             len(self.layers), self.kv_heads, self.head_dim, self.context_length, embed.dtype, embed.device
         )
@@ -249,7 +250,7 @@ class LlamaRunner:
     def _embedding(self, tokens: torch.Tensor) -> torch.Tensor:
         if self._embed is not None:
             return self._embed[tokens]
-        return self.lm_head.wt.index_select(1, tokens).t().contiguous()
+        return self.lm_head.w.index_select(0, tokens)
 
     def _layers(
         self,

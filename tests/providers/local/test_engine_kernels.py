@@ -1,0 +1,44 @@
+"""The decode-step matrix kernels against numpy's own product, at every row count and awkward shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.providers.local.engine_kernels import MAX_ROWS, matmul_wt
+
+
+@pytest.mark.parametrize("rows", range(1, MAX_ROWS + 3))
+@pytest.mark.parametrize(("out", "inner"), [(7, 5), (33, 16), (96, 576), (1, 1537)])
+def test_matches_numpy(rows: int, out: int, inner: int) -> None:
+    rng = np.random.default_rng(rows * 1000 + out + inner)
+    x = rng.standard_normal((rows, inner), dtype=np.float32)
+    w = rng.standard_normal((out, inner), dtype=np.float32)
+    got = matmul_wt(x, w)
+    assert got.shape == (rows, out)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-4, atol=1e-4)
+
+
+def test_a_row_does_not_depend_on_the_rows_beside_it() -> None:
+    # The engine batches whatever requests are running: a request's numbers must not change with the company.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((MAX_ROWS, 64), dtype=np.float32)
+    w = rng.standard_normal((40, 64), dtype=np.float32)
+    alone = matmul_wt(x[:1], w)[0]
+    for rows in range(2, MAX_ROWS + 1):
+        np.testing.assert_allclose(matmul_wt(x[:rows], w)[0], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_non_contiguous_rows_and_non_finite_values() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 48), dtype=np.float32)[::2]  # every other row: a strided view
+    w = rng.standard_normal((10, 48), dtype=np.float32)
+    np.testing.assert_allclose(matmul_wt(x, w), x @ w.T, rtol=1e-5, atol=1e-5)
+    x = x.copy()
+    x[1, 3] = np.nan
+    x[2, 0] = np.inf
+    got = matmul_wt(x, w)
+    assert np.isnan(got[1]).all()  # NaN spreads over its row and stays there: no finite-math shortcuts
+    assert np.isfinite(got[0]).all()
+    assert not np.isfinite(got[2]).any()
