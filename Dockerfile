@@ -13,6 +13,8 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY migrations ./migrations
 RUN pip install -e . && useradd --create-home --uid 1000 ftgw && mkdir -p /data && chown ftgw /data
+# Compile the engine's numba kernels into the image (app/.../__pycache__), not at the first request.
+RUN python -c "from app.providers.local import engine_kernels; engine_kernels.warm_up()"
 
 USER ftgw
 VOLUME ["/data"]

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -56,12 +57,21 @@ class _Linear:
 
     def __init__(self, *weights: torch.Tensor) -> None:
         self.w = torch.cat([w.detach() for w in weights]).contiguous()
-        self._np = self.w.numpy() if self.w.device.type == "cpu" and self.w.dtype == torch.float32 else None
+        self._np = self.w.numpy() if _on_cpu_in_float32(self.w) else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._np is not None:
             return torch.from_numpy(matmul_wt(x.numpy(), self._np))
         return F.linear(x, self.w)
+
+    def np(self, x: np.ndarray) -> np.ndarray:
+        """The same product on numpy arrays (CPU float32 weights only)."""
+        assert self._np is not None
+        return matmul_wt(x, self._np)
+
+
+def _on_cpu_in_float32(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype == torch.float32
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +149,9 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
 class LlamaRunner:
     """Prefill and batched decode for one Llama model's weights (taken from a loaded transformers model)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, *, fused: bool | None = None) -> None:
+        """``fused``: decode with :mod:`engine_kernels`' fused layer steps (the default on CPU in float32, the only
+        place they run); ``False`` keeps decode steps on torch operations, as on other devices and dtypes."""
         config = model.config
         inner = model.model
         self.hidden = int(config.hidden_size)
@@ -166,7 +178,7 @@ class LlamaRunner:
         self.final_norm = inner.norm.weight.detach()
         embed = inner.embed_tokens.weight.detach()
         self.lm_head = _Linear(model.lm_head.weight)
-        # Tied embeddings (SmolLM2): look tokens up in the head's transposed copy instead of keeping both.
+        # Tied embeddings (SmolLM2): look tokens up in the head's copy instead of keeping both.
         self._embed: torch.Tensor | None = None if model.lm_head.weight.data_ptr() == embed.data_ptr() else embed
         positions = torch.arange(self.context_length, device=embed.device).unsqueeze(0)
         cos, sin = inner.rotary_emb(embed[:1].unsqueeze(0), positions)
@@ -174,8 +186,12 @@ class LlamaRunner:
         # rotate_half(x) * sin == roll(x, half) * (sin with its first half negated), exactly: one op fewer.
         self._cos, self._sin = cos[0].to(embed.dtype), torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
         self._sin = self._sin.to(embed.dtype)
-        if self.lm_head.w.device.type == "cpu":
+        self.fused = _on_cpu_in_float32(self.lm_head.w) if fused is None else fused
+        if self.fused:
+            if not _on_cpu_in_float32(self.lm_head.w):
+                raise ValueError("fused decode steps run on CPU in float32 only")
             engine_kernels.warm_up()
+            self._np_cos, self._np_sin = self._cos.numpy(), self._sin.numpy()
         self.cache = KVCache(
             len(self.layers), self.kv_heads, self.head_dim, self.context_length, embed.dtype, embed.device
         )
@@ -220,6 +236,8 @@ class LlamaRunner:
         rows = len(tokens)
         columns = max(positions) + 1
         self.cache.reserve(rows, columns)
+        if self.fused:
+            return self._decode_fused(tokens, positions, groups)
         device = self._cos.device
         pos = torch.tensor(positions, device=device)
         stride = self.cache.columns
@@ -245,6 +263,40 @@ class LlamaRunner:
 
         h = self._layers(self._embedding(pos.new_tensor(tokens)), self._cos[pos], self._sin[pos], attend, groups)
         return self.lm_head(_rms_norm(h, self.final_norm, self.eps))
+
+    def _decode_fused(self, tokens: list[int], positions: list[int], groups: LoraGroups) -> torch.Tensor:
+        """:meth:`decode` on CPU in float32: the products through :func:`matmul_wt`, norms, residual adds and
+        attention (rotary embedding and cache writes included) each one kernel call, SiLU and LoRA on torch views
+        of the same memory."""
+        keys, values = self.cache.k.numpy(), self.cache.v.numpy()
+        at = np.asarray(positions, dtype=np.int64)
+        h = self._embedding(torch.tensor(tokens)).numpy().copy()  # the residual stream, updated in place
+        x = np.empty_like(h)
+        attn = np.empty((len(tokens), self.heads * self.head_dim), dtype=np.float32)
+        act = torch.empty((len(tokens), self.intermediate), dtype=torch.float32)
+        q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        qkv_parts = (("q_proj", 0), ("k_proj", q_width), ("v_proj", q_width + kv_width))
+        gate_up_parts = (("gate_proj", 0), ("up_proj", self.intermediate))
+        engine_kernels.rms_norm(h, self.layers[0].input_norm.numpy(), self.eps, x)
+        for i, layer in enumerate(self.layers):
+            qkv = layer.qkv.np(x)
+            if groups:
+                _add_lora(torch.from_numpy(qkv), torch.from_numpy(x), i, groups, qkv_parts)
+            engine_kernels.attend(qkv, self._np_cos, self._np_sin, keys, values, i, at, self.heads, self.scale, attn)
+            out = layer.o.np(attn)
+            if groups:
+                _add_lora(torch.from_numpy(out), torch.from_numpy(attn), i, groups, (("o_proj", 0),))
+            engine_kernels.add_rms_norm(h, out, layer.post_norm.numpy(), self.eps, x)
+            gate_up = torch.from_numpy(layer.gate_up.np(x))
+            if groups:
+                _add_lora(gate_up, torch.from_numpy(x), i, groups, gate_up_parts)
+            torch.mul(F.silu(gate_up[:, : self.intermediate]), gate_up[:, self.intermediate :], out=act)
+            out = layer.down.np(act.numpy())
+            if groups:
+                _add_lora(torch.from_numpy(out), act, i, groups, (("down_proj", 0),))
+            norm = self.layers[i + 1].input_norm if i + 1 < len(self.layers) else self.final_norm
+            engine_kernels.add_rms_norm(h, out, norm.numpy(), self.eps, x)
+        return torch.from_numpy(self.lm_head.np(x))
 
     # -- the layers --------------------------------------------------------------------------------------------
     def _embedding(self, tokens: torch.Tensor) -> torch.Tensor:

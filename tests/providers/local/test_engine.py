@@ -269,3 +269,35 @@ async def test_a_bad_request_fails_alone(engine: Engine) -> None:
     with pytest.raises(ValueError, match="n_logprobs"):
         GenerationRequest(TINY, (1,), n_logprobs=21)
     assert (await collect(engine, greedy(engine, PROMPTS[1], max_new_tokens=2)))[-1].finish_reason == "length"
+
+
+def test_fused_decode_steps_match_torch_operations(tiny_path: Path, tmp_path: Path) -> None:
+    """On CPU in float32 decode steps run the engine's own kernels; elsewhere the same step runs on torch
+    operations. Both paths, from the same prefilled cache, must give the same logits and write the same cache,
+    with LoRA on every projection for some rows and none for others."""
+    from app.providers.local.engine_llama import LlamaRunner
+    from app.providers.local.engine_lora import load_lora
+    from app.providers.local.modeling import load_base
+
+    projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    adapter = random_adapter(tiny_path, tmp_path / "all", 11, target_modules=projections)
+    lora = load_lora(adapter, dtype=torch.float32, device=torch.device("cpu"))
+    model = load_base(tiny_path, torch.float32, torch.device("cpu"), packed=False).eval()
+    runners = [LlamaRunner(model, fused=True), LlamaRunner(model, fused=False)]
+    prompts = [[5, 9, 2, 7], [5, 9, 3], [8, 1, 1, 4, 4, 6], [2]]
+    on_lora = torch.tensor([0, 2])
+    lengths = [len(p) for p in prompts]
+    # Prefill groups index tokens (the prompts concatenated); decode groups index rows.
+    token_rows = torch.tensor([sum(lengths[:i]) + t for i in on_lora.tolist() for t in range(lengths[i])])
+    with torch.inference_mode():
+        for runner in runners:
+            runner.prefill(prompts, [0, 1, 2, 3], [0] * 4, [(lora, token_rows)])
+        tokens, positions = [3, 4, 5, 6], list(lengths)
+        for _ in range(5):
+            fused, plain = (r.decode(tokens, positions, [(lora, on_lora)]) for r in runners)
+            torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-4)
+            tokens = fused.argmax(dim=-1).tolist()
+            positions = [p + 1 for p in positions]
+        for a, b in ((runners[0].cache.k, runners[1].cache.k), (runners[0].cache.v, runners[1].cache.v)):
+            for row, n in enumerate(positions):
+                torch.testing.assert_close(a[:, row, :, :n], b[:, row, :, :n], rtol=1e-4, atol=1e-4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.providers.local.engine_kernels import MAX_ROWS, matmul_wt
+from app.providers.local.engine_kernels import MAX_ROWS, add_rms_norm, matmul_wt, rms_norm
 
 
 @pytest.mark.parametrize("rows", range(1, MAX_ROWS + 3))
@@ -42,3 +42,22 @@ def test_non_contiguous_rows_and_non_finite_values() -> None:
     assert np.isnan(got[1]).all()  # NaN spreads over its row and stays there: no finite-math shortcuts
     assert np.isfinite(got[0]).all()
     assert not np.isfinite(got[2]).any()
+
+
+def test_norms_match_llama_rms_norm() -> None:
+    rng = np.random.default_rng(5)
+    h = rng.standard_normal((3, 40), dtype=np.float32)
+    delta = rng.standard_normal((3, 40), dtype=np.float32)
+    weight = rng.standard_normal(40, dtype=np.float32)
+
+    def reference(v: np.ndarray) -> np.ndarray:
+        v = v.astype(np.float64)
+        return v / np.sqrt((v * v).mean(axis=-1, keepdims=True) + 1e-5) * weight
+
+    out = np.empty_like(h)
+    rms_norm(h, weight, 1e-5, out)
+    np.testing.assert_allclose(out, reference(h), rtol=1e-5, atol=1e-5)
+    residual = h.copy()
+    add_rms_norm(residual, delta, weight, 1e-5, out)
+    np.testing.assert_allclose(residual, h + delta)  # the residual stream is updated in place
+    np.testing.assert_allclose(out, reference(h + delta), rtol=1e-5, atol=1e-5)
