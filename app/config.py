@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     model_cache_dir: Path | None = Field(default=None, description="Converted base models; default data_dir/models.")
     local_models_dir: Path | None = Field(default=None, description="Extra local base models, one per subfolder.")
     test_models: bool = Field(default=False, description="Offer the tiny test model (tiny-smollm2).")
+    engine_max_adapters: int = Field(
+        default=8, ge=1, description="LoRA adapters kept loaded per local base model; the least recently used go."
+    )
+    engine_max_batch_size: int = Field(
+        default=32, ge=1, description="Sequences decoded together per local base model; later requests wait."
+    )
 
     providers: list[UpstreamProviderConfig] = Field(
         default_factory=list, description="Upstream providers, as JSON in FTGW_PROVIDERS."

@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from openai import OpenAI
 from openai.types import FileObject
 
@@ -84,7 +85,8 @@ def fresh_database_url(database_url: str, tmp_path: Path) -> Iterator[str]:
 class ServerThread:
     """uvicorn serving an app on a free loopback port, in a thread of the test process: real HTTP."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -116,6 +118,7 @@ class Gateway:
     base_url: str
     settings: Settings
     admin_key: str
+    app: FastAPI
 
     def http(self, key: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -157,7 +160,7 @@ def serve(settings: Settings) -> Iterator[Gateway]:
     server = ServerThread(create_app(settings))
     server.start()
     try:
-        yield Gateway(server.base_url, settings, BOOTSTRAP_KEY)
+        yield Gateway(server.base_url, settings, BOOTSTRAP_KEY, server.app)
     finally:
         server.stop()
 

@@ -41,7 +41,12 @@ StickyKey = Annotated[
 def local_engine(app_state: Any) -> Engine:
     """The local engine, created on first use so a gateway that serves no local model never loads torch."""
     if getattr(app_state, "inference_engine", None) is None:
-        app_state.inference_engine = Engine(app_state.providers.get("local").store)
+        settings = app_state.settings
+        app_state.inference_engine = Engine(
+            app_state.providers.get("local").store,
+            max_adapters=settings.engine_max_adapters,
+            max_batch_size=settings.engine_max_batch_size,
+        )
     engine: Engine = app_state.inference_engine
     return engine
 

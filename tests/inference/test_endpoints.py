@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import openai
 import pytest
 from openai import AsyncOpenAI
 
-from tests.conftest import Gateway, Tenant, make_tenant
+from tests.conftest import Gateway, Tenant, gateway_settings, make_tenant, serve
 from tests.fine_tuning.test_training import FAST, MODEL, _upload, qa_rows, wait_for
 from tests.openai_schema import assert_matches
 
@@ -168,3 +169,12 @@ def test_deleted_fine_tuned_model_is_404_everywhere(training_gateway: Gateway) -
         client.completions.create(model=done.fine_tuned_model, prompt=PROMPT)
     with pytest.raises(openai.NotFoundError):
         client.fine_tuning.jobs.create(model=done.fine_tuned_model, training_file=done.training_file)
+
+
+def test_engine_bounds_come_from_settings(database_url: str, tmp_path: Path, model_cache: Path) -> None:
+    settings = gateway_settings(database_url, tmp_path, model_cache, engine_max_adapters=3, engine_max_batch_size=5)
+    with serve(settings) as gw:
+        client = make_tenant(gw).client
+        assert client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=2).usage.completion_tokens > 0
+        engine = gw.app.state.inference_engine  # created by that first local request
+        assert (engine.max_adapters, engine.max_batch_size) == (3, 5)

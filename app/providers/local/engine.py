@@ -151,6 +151,14 @@ class Engine:
             self._inbox.put(None)
             await asyncio.to_thread(thread.join)
 
+    @property
+    def max_adapters(self) -> int:
+        return self._max_adapters
+
+    @property
+    def max_batch_size(self) -> int:
+        return self._max_batch_size
+
     def loaded_adapters(self, model: str) -> list[Path]:
         """The adapter folders loaded for ``model``, least recently used first (a snapshot, for tests/metrics)."""
         slot = self._slots.get(model)
