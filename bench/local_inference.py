@@ -10,17 +10,31 @@ requests at once. Prints aggregate tokens/s of each, their ratio (goal: at least
 Other work on a shared machine slows either side at random, so each of ``--rounds`` rounds measures the anchor
 and then the engine back to back (after warm-ups of both), and the report gives the median round and the spread.
 
+``--http`` adds a third leg to every round: the same requests as chat completions from the ``openai`` SDK
+(AsyncOpenAI, streaming) to a ``ftgw serve`` subprocess, what a caller sees with HTTP, auth, routing and SSE on
+top (its torch threads also set to ``--threads``). The server applies the chat template itself, so its prompts
+are the whole chat prompts (a few tokens longer than the others' cut ones).
+
     .venv/bin/python bench/local_inference.py [--concurrency 8] [--new-tokens 64] [--threads 1] [--rounds 5]
+        [--http]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import secrets
+import signal
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,12 +124,97 @@ async def through_engine(engine: Engine, batch: list[tuple[int, ...]], new_token
     return sum(c for c, _ in results) / elapsed, [t for _, t in results]
 
 
+def chats(n: int) -> list[list[dict[str, str]]]:
+    return [[{"role": "user", "content": f"Write a short story about {TOPICS[i % 8]}."}] for i in range(n)]
+
+
+@contextlib.contextmanager
+def served(cache: Path, threads: int) -> Iterator[tuple[str, str]]:
+    """``ftgw serve`` on a free port with the same converted models: (base URL, an admin key)."""
+    key = "sk-bench-" + secrets.token_hex(16)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory() as data:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("FTGW_")},
+            "FTGW_DATA_DIR": data,
+            "FTGW_MODEL_CACHE_DIR": str(cache),
+            "FTGW_PORT": str(port),
+            "FTGW_BOOTSTRAP_KEY": key,
+            "FTGW_EMBEDDED_WORKER": "false",
+            "FTGW_LOG_LEVEL": "warning",
+            "OMP_NUM_THREADS": str(threads),
+        }
+        log = open(Path(data) / "serve.log", "wb")  # noqa: SIM115 - closed below, after the process
+        server = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    urllib.request.urlopen(f"{base}/health", timeout=1).close()
+                    break
+                except OSError as error:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        text = (Path(data) / "serve.log").read_text()
+                        raise RuntimeError(f"ftgw serve did not start:\n{text}") from error
+                    time.sleep(0.2)
+            yield f"{base}/v1", key
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+            log.close()
+
+
+async def through_http(base_url: str, key: str, n: int, new_tokens: int) -> tuple[float, list[float]]:
+    """(aggregate tokens/s, each request's time to first token) for ``n`` streamed chat completions at once."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=600)
+
+    async def one(messages: list[dict[str, str]], start: float) -> tuple[int, float]:
+        first = 0.0
+        count = 0
+        stream = await client.chat.completions.create(
+            model=SMOLLM2,
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=new_tokens,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async for chunk in stream:
+            if not first and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter() - start
+            if chunk.usage is not None:
+                count = chunk.usage.completion_tokens
+        return count, first
+
+    try:
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one(m, start) for m in chats(n)))
+        elapsed = time.perf_counter() - start
+    finally:
+        await client.close()
+    return sum(c for c, _ in results) / elapsed, [t for _, t in results]
+
+
 @dataclass
 class Round:
     anchor_tps: float
     anchor_ttft: float
     engine_tps: float
     engine_ttft: list[float]
+    http_tps: float | None = None
+    http_ttft: list[float] | None = None
 
     @property
     def ratio(self) -> float:
@@ -133,6 +232,7 @@ async def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads on both sides (default 1)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--http", action="store_true", help="also measure through `ftgw serve` and the openai SDK")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -141,22 +241,30 @@ async def main() -> None:
     anchor = Anchor(store.resolve(SMOLLM2))
     engine = Engine(store, device=torch.device("cpu"))
     rounds: list[Round] = []
-    try:
-        batch = prompts(engine, args.concurrency)
-        # Warm-ups: the first calls load weights, size caches and fault in pages on both sides.
-        anchor.run(batch[0], 8)
-        await through_engine(engine, batch, 8)
-        for _ in range(args.rounds):
-            anchor_tps, anchor_ttft = anchor.run(batch[0], args.new_tokens)
-            engine_tps, engine_ttft = await through_engine(engine, batch, args.new_tokens)
-            rounds.append(Round(anchor_tps, anchor_ttft, engine_tps, engine_ttft))
-            print(
-                f"  round {len(rounds)}: anchor {anchor_tps:6.1f} tok/s, engine {engine_tps:6.1f} tok/s, "
-                f"ratio {engine_tps / anchor_tps:5.2f}x",
-                flush=True,
-            )
-    finally:
-        await engine.close()
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(served(cache, args.threads)) if args.http else None
+        try:
+            batch = prompts(engine, args.concurrency)
+            # Warm-ups: the first calls load weights, size caches and fault in pages on every side.
+            anchor.run(batch[0], 8)
+            await through_engine(engine, batch, 8)
+            if server is not None:
+                await through_http(*server, args.concurrency, 8)
+            for _ in range(args.rounds):
+                anchor_tps, anchor_ttft = anchor.run(batch[0], args.new_tokens)
+                engine_tps, engine_ttft = await through_engine(engine, batch, args.new_tokens)
+                result = Round(anchor_tps, anchor_ttft, engine_tps, engine_ttft)
+                line = (
+                    f"  round {len(rounds) + 1}: anchor {anchor_tps:6.1f} tok/s, engine {engine_tps:6.1f} tok/s, "
+                    f"ratio {engine_tps / anchor_tps:5.2f}x"
+                )
+                if server is not None:
+                    result.http_tps, result.http_ttft = await through_http(*server, args.concurrency, args.new_tokens)
+                    line += f"; over HTTP {result.http_tps:6.1f} tok/s, ratio {result.http_tps / anchor_tps:5.2f}x"
+                rounds.append(result)
+                print(line, flush=True)
+        finally:
+            await engine.close()
 
     ttfts = [t * 1000 for r in rounds for t in r.engine_ttft]
     print(
@@ -168,6 +276,14 @@ async def main() -> None:
     print(f"ratio (per round)            : {_spread([r.ratio for r in rounds], '{:.2f}x')} (goal >= 6x)")
     print(f"engine time to first token   : p50 {statistics.median(ttfts):.0f} ms, max {max(ttfts):.0f} ms")
     print(f"anchor time to first token   : {_spread([r.anchor_ttft * 1000 for r in rounds], '{:.0f} ms')}")
+    if args.http:
+        http = [r.http_tps or 0.0 for r in rounds]
+        http_ratios = [h / r.anchor_tps for h, r in zip(http, rounds, strict=True)]
+        http_ttfts = [t * 1000 for r in rounds for t in r.http_ttft or []]
+        print(f"over HTTP (ftgw serve + SDK) : {_spread(http)} tokens/s total")
+        print(f"ratio over HTTP (per round)  : {_spread(http_ratios, '{:.2f}x')}")
+        p50, worst = statistics.median(http_ttfts), max(http_ttfts)
+        print(f"HTTP time to first token     : p50 {p50:.0f} ms, max {worst:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import asyncio
 import queue
 import random
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from app.providers.local.modeling import default_device
 __all__ = ["Engine", "EngineClosed", "GenerationChunk", "GenerationRequest"]
 
 PREFILL_TOKENS = 512
+ADMIT_WINDOW = 0.01  # seconds: a burst of HTTP requests arrives within a few ms (Engine._take_inbox)
 
 
 class EngineClosed(RuntimeError):
@@ -76,7 +78,8 @@ class Engine:
     """Serves :class:`GenerationRequest` streams from local base models plus LoRA adapter folders.
 
     ``max_adapters`` bounds the adapters loaded per base model (least recently used ones are unloaded);
-    ``max_batch_size`` bounds the running sequences per base model (later requests wait their turn).
+    ``max_batch_size`` bounds the running sequences per base model (later requests wait their turn);
+    ``admit_window`` is how long a request waking an idle engine waits for the rest of its burst.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class Engine:
         *,
         max_adapters: int = 8,
         max_batch_size: int = 32,
+        admit_window: float = ADMIT_WINDOW,
         dtype: torch.dtype = torch.float32,
         device: torch.device | None = None,
     ) -> None:
@@ -93,6 +97,7 @@ class Engine:
         self._store = store
         self._max_adapters = max_adapters
         self._max_batch_size = max_batch_size
+        self._admit_window = admit_window
         self._dtype = dtype
         self._device = device or default_device()
         self._inbox: queue.SimpleQueue[_Sequence | None] = queue.SimpleQueue()
@@ -103,6 +108,9 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._start_lock = threading.Lock()
+        # Counters, written by the worker thread only (for tests and metrics):
+        self.prefill_passes = 0  # forward passes over new prompts (several prompts per pass when batched)
+        self.decode_steps = 0  # batched decode steps, one token for every running sequence of a base model
 
     # -- encoding (callers apply templates here, then build a request) -----------------------------------------
     def _tokenizer(self, model: str) -> tuple[Any, threading.Lock]:
@@ -196,17 +204,29 @@ class Engine:
         self._fail_all(EngineClosed("the engine is closed"))
 
     def _take_inbox(self) -> bool:
-        """Move new requests to the waiting list (blocking while idle); False once the engine is closing."""
+        """Move new requests to the waiting list (blocking while idle); False once the engine is closing.
+
+        A request that wakes an idle engine waits up to ``admit_window`` for others of the same burst (requests
+        parsed one after another by the event loop, milliseconds apart), so they are prefilled in one pass
+        instead of the first alone and the rest after it. A busy engine takes what has arrived, without waiting.
+        """
         idle = not self._waiting and not any(self._running.values())
+        deadline: float | None = None
         while True:
             try:
-                item = self._inbox.get(block=idle)
+                if idle:
+                    item = self._inbox.get()
+                elif deadline is not None:
+                    item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                else:
+                    item = self._inbox.get_nowait()
             except queue.Empty:
                 return True
             if item is None:
                 return False
             self._waiting.append(item)
-            idle = False
+            if idle:
+                idle, deadline = False, time.monotonic() + self._admit_window
 
     def _admit(self) -> None:
         """Prefill the waiting requests that fit, several prompts per forward pass (per base model)."""
@@ -256,6 +276,7 @@ class Engine:
 
     def _prefill(self, slot: Slot, seqs: list[_Sequence], running: list[_Sequence]) -> None:
         logits = slot.prefill([list(s.request.prompt_ids) for s in seqs], [s.adapter for s in seqs]).cpu()
+        self.prefill_passes += 1
         best = logits.argmax(dim=-1).tolist()
         keep = [i for i, s in enumerate(seqs) if self._accept(slot, s, logits[i], best[i])]
         slot.join(keep)
@@ -277,6 +298,7 @@ class Engine:
             [len(s.request.prompt_ids) + len(s.text.ids) - 1 for s in running if s.text is not None],
             [s.adapter for s in running],
         ).cpu()  # one device-to-host copy per step, not one per row
+        self.decode_steps += 1
         best = logits.argmax(dim=-1).tolist()  # every row's greedy pick in one call
         keep = [i for i, s in enumerate(running) if self._accept(slot, s, logits[i], best[i])]
         if len(keep) < len(running):

@@ -301,3 +301,20 @@ def test_fused_decode_steps_match_torch_operations(tiny_path: Path, tmp_path: Pa
         for a, b in ((runners[0].cache.k, runners[1].cache.k), (runners[0].cache.v, runners[1].cache.v)):
             for row, n in enumerate(positions):
                 torch.testing.assert_close(a[:, row, :, :n], b[:, row, :, :n], rtol=1e-4, atol=1e-4)
+
+
+async def test_a_burst_waking_an_idle_engine_is_prefilled_in_one_pass(store: BaseModelStore) -> None:
+    # HTTP requests of one burst reach the engine milliseconds apart: the first waits briefly for the rest
+    # (here up to 0.5 s, so a busy test machine cannot stretch the gap past it).
+    engine = Engine(store, admit_window=0.5)
+    try:
+        await collect(engine, greedy(engine, PROMPTS[2], max_new_tokens=1))  # model loaded, engine idle again
+        passes, steps = engine.prefill_passes, engine.decode_steps
+        first = asyncio.ensure_future(collect(engine, greedy(engine, PROMPTS[0], max_new_tokens=3)))
+        await asyncio.sleep(0.003)
+        second = asyncio.ensure_future(collect(engine, greedy(engine, PROMPTS[1], max_new_tokens=3)))
+        await asyncio.gather(first, second)
+        assert engine.prefill_passes - passes == 1
+        assert engine.decode_steps - steps == 2  # 3 tokens each: one from the prefill, two from shared steps
+    finally:
+        await engine.close()
