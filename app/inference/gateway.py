@@ -71,10 +71,14 @@ class InferenceGateway:
             refusal = await self._guard_input(principal, plan, body)
             if refusal is not None:
                 return Served(refusal, plan, 0)
-        answer, failed = await self._first_that_answers(plan, body)
+        check_output = plan.guard is not None and plan.guard.check_output
+        # An answer the guard must read first is generated whole, even for a caller that streams: nothing of it
+        # may reach the caller before the guard has passed it.
+        call = body.model_copy(update={"stream": False, "stream_options": None}) if check_output else body
+        answer, failed = await self._first_that_answers(plan, call)
         if plan.guard is not None:
             answer.guard = "passed"
-        if plan.guard is not None and plan.guard.check_output and answer.body is not None:
+        if check_output:
             answer = await self._guard_output(principal, plan, body, answer)
         if answer.events is not None:
             answer.events = self._metered(principal, answer.endpoint, answer.tally, answer.events)
@@ -157,15 +161,20 @@ class InferenceGateway:
         return refusal(guard_endpoint, body, plan.guard.refusal)
 
     async def _guard_output(self, principal: Principal, plan: Plan, body: Request, answer: Answer) -> Answer:
+        """Classify the whole ``answer``; the caller gets it (replayed as a stream if it asked for one) or the
+        refusal."""
         assert answer.body is not None and plan.guard is not None and plan.guard_endpoint is not None
         texts = remote.answer_texts(answer.body)
         passed, tokens = await self._allowed(plan, texts[0] if texts else "")
         self._meter(principal, plan.guard_endpoint, Tally(prompt_tokens=tokens))
-        answer.guard = "passed" if passed else "refused"
-        if passed:
-            return answer
-        self._meter(principal, answer.endpoint, answer.tally)  # the refused answer was still generated
-        return refusal(plan.guard_endpoint, body, plan.guard.refusal, tally=answer.tally)
+        if not passed:
+            self._meter(principal, answer.endpoint, answer.tally)  # the refused answer was still generated
+            return refusal(plan.guard_endpoint, body, plan.guard.refusal, tally=answer.tally)
+        answer.guard = "passed"
+        if body.stream:
+            answer.events = replayed(answer.body, with_usage=local.include_usage(body))
+            answer.body = None
+        return answer
 
     # --- usage ---------------------------------------------------------------------------------------------------
 
@@ -202,51 +211,46 @@ def refusal(endpoint: Endpoint, body: Request, text: str, tally: Tally | None = 
     answer = Answer(endpoint, guard="refused")
     choices = body.n * (len(body.prompts()) if isinstance(body, CompletionRequest) else 1)
     chat = isinstance(body, ChatCompletionRequest)
-    base = {
+    whole: dict[str, Any] = {
         "id": response_id("chatcmpl" if chat else "cmpl"),
         "object": "chat.completion" if chat else "text_completion",
         "created": now(),
         "model": endpoint.model,
+        "choices": [
+            {"index": i, "message": {"role": "assistant", "content": text, "refusal": None}}
+            if chat
+            else {"index": i, "text": text}
+            for i in range(choices)
+        ],
+        "usage": (tally or Tally()).usage(),
     }
-    usage = (tally or Tally()).usage()
-    if not body.stream:
+    for choice in whole["choices"]:
+        choice.update(finish_reason="stop", logprobs=None)
+    if body.stream:
+        answer.events = replayed(whole, with_usage=local.include_usage(body))
+    else:
+        answer.body = whole
+    return answer
+
+
+async def replayed(whole: dict[str, Any], *, with_usage: bool) -> AsyncIterator[dict[str, Any]]:
+    """A whole chat completion or completion as the chunks a stream of it would have sent: each choice's text
+    (and logprobs) in one chunk, its finish reason, then the usage when the caller asked for it."""
+    chat = whole["object"] == "chat.completion"
+    base = {k: whole[k] for k in ("id", "created", "model")} | {
+        "object": "chat.completion.chunk" if chat else "text_completion"
+    }
+    for choice in whole["choices"]:
         if chat:
-            answer.body = {
+            message = choice["message"]
+            delta = {"role": "assistant", "content": message.get("content") or ""}
+            opening = {"index": choice["index"], "delta": delta, "logprobs": choice.get("logprobs")}
+            yield {**base, "choices": [{**opening, "finish_reason": None}]}
+            yield {
                 **base,
-                "choices": [
-                    {
-                        "index": i,
-                        "message": {"role": "assistant", "content": text, "refusal": None},
-                        "finish_reason": "stop",
-                        "logprobs": None,
-                    }
-                    for i in range(choices)
-                ],
-                "usage": usage,
+                "choices": [{"index": choice["index"], "delta": {}, "finish_reason": choice["finish_reason"]}],
             }
         else:
-            answer.body = {
-                **base,
-                "choices": [
-                    {"index": i, "text": text, "finish_reason": "stop", "logprobs": None} for i in range(choices)
-                ],
-                "usage": usage,
-            }
-        return answer
-
-    async def events() -> AsyncIterator[dict[str, Any]]:
-        chunk = {**base, "object": "chat.completion.chunk" if chat else "text_completion"}
-        for i in range(choices):
-            if chat:
-                yield {
-                    **chunk,
-                    "choices": [{"index": i, "delta": {"role": "assistant", "content": text}, "finish_reason": None}],
-                }
-                yield {**chunk, "choices": [{"index": i, "delta": {}, "finish_reason": "stop"}]}
-            else:
-                yield {**chunk, "choices": [{"index": i, "text": text, "finish_reason": "stop", "logprobs": None}]}
-        if body.stream_options and body.stream_options.include_usage:
-            yield {**chunk, "choices": [], "usage": usage}
-
-    answer.events = events()
-    return answer
+            yield {**base, "choices": [choice]}
+    if with_usage:
+        yield {**base, "choices": [], "usage": whole.get("usage")}

@@ -50,7 +50,11 @@ class Guard(Schema):
     min_probability: Annotated[float, Field(ge=0, le=1)] = Field(
         default=0.5, description="The allowed labels' summed probability needed to pass."
     )
-    check_output: bool = Field(default=False, description="Also classify the answer (not for streamed answers).")
+    check_output: bool = Field(
+        default=False,
+        description="Also classify the answer before any of it is sent: a streamed answer is generated whole, "
+        "checked, then sent as a stream.",
+    )
     refusal: Annotated[str, StringConstraints(min_length=1, max_length=4000)] = (
         "Sorry, I can only help with questions about this service."
     )

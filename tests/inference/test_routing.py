@@ -429,6 +429,33 @@ def test_guard_refuses_off_topic_input_and_passes_the_rest(edge: Edge) -> None:
     input_only = new_alias(edge, [{"model": edge.answerer}], guard=guard)
     unchecked = client.completions.create(model=input_only, prompt="Is 3 a number?", max_tokens=8, temperature=0)
     assert unchecked.choices[0].text == "yes"
+    # A caller that streams gets nothing of a checked answer before the guard has read it all: here the refusal.
+    with client.completions.with_streaming_response.create(
+        model=both, prompt="Is 3 a number?", max_tokens=8, temperature=0, stream=True
+    ) as streamed:
+        assert streamed.headers["x-ftgw-guard"] == "refused"
+        assert "".join(c.choices[0].text for c in streamed.parse() if c.choices) == refusal
+
+    # An answer the guard lets through is replayed as the stream the caller asked for, usage last.
+    lenient = new_alias(edge, [{"model": edge.answerer}], guard={**guard, "check_output": True, "min_probability": 0})
+    question = [{"role": "user", "content": "Is 3 a number?"}]
+    whole = client.chat.completions.create(model=lenient, messages=question, max_tokens=8, temperature=0)
+    with client.chat.completions.with_streaming_response.create(
+        model=lenient,
+        messages=question,
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    ) as streamed:
+        assert streamed.headers["x-ftgw-guard"] == "passed"
+        chunks = list(streamed.parse())
+    for chunk in chunks:
+        assert_matches(chunk.model_dump(mode="json", exclude_unset=True), "CreateChatCompletionStreamResponse")
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
+    assert {c.model for c in chunks} == {edge.answerer}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
     # A guard whose model is gone fails closed.
     checkpoint = next(m.id for m in client.models.list() if m.id.startswith(edge.classifier + ":ckpt-step-"))
