@@ -37,7 +37,11 @@ _Kernel = TypeVar("_Kernel", bound=Callable[..., None])
 
 
 def _compiled(function: _Kernel) -> _Kernel:
-    return cast(_Kernel, njit(fastmath=_FASTMATH, nogil=True, boundscheck=False, cache=True)(function))
+    options: dict[str, Any] = {"fastmath": _FASTMATH, "nogil": True, "boundscheck": False}
+    try:
+        return cast(_Kernel, njit(cache=True, **options)(function))
+    except RuntimeError:  # nowhere writable to cache (read-only install, no home): compile in every process
+        return cast(_Kernel, njit(cache=False, **options)(function))
 
 
 def _prefetch_typing(typingctx: Any, array: Any, row: Any, column: Any) -> Any:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -61,3 +66,24 @@ def test_norms_match_llama_rms_norm() -> None:
     add_rms_norm(residual, delta, weight, 1e-5, out)
     np.testing.assert_allclose(residual, h + delta)  # the residual stream is updated in place
     np.testing.assert_allclose(out, reference(h + delta), rtol=1e-5, atol=1e-5)
+
+
+def test_kernels_compile_where_no_cache_can_be_written() -> None:
+    # A read-only install run by a user without a home: numba cannot cache, the engine must still start.
+    env = {
+        **os.environ,
+        "NUMBA_CACHE_LOCATOR_CLASSES": "UserProvidedCacheLocator",  # only NUMBA_CACHE_DIR, and that is not writable
+        "NUMBA_CACHE_DIR": "/proc/ftgw-not-writable",
+    }
+    code = (
+        "import numpy as np\n"
+        "from app.providers.local import engine_kernels as k\n"
+        "k.warm_up()\n"
+        "print(k.matmul_wt(np.ones((3, 4), np.float32), np.ones((2, 4), np.float32)).tolist())\n"
+    )
+    repo = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str([[4.0, 4.0]] * 3)
