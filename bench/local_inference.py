@@ -26,14 +26,11 @@ import asyncio
 import contextlib
 import os
 import secrets
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from servers import ftgw_command, http_status, started, wait_ready  # noqa: E402
 
 from app.providers.local.base_models import SMOLLM2, BaseModelStore  # noqa: E402
 from app.providers.local.engine import Engine, GenerationRequest  # noqa: E402
@@ -146,32 +144,10 @@ def served(cache: Path, threads: int) -> Iterator[tuple[str, str]]:
             "FTGW_LOG_LEVEL": "warning",
             "OMP_NUM_THREADS": str(threads),
         }
-        log = open(Path(data) / "serve.log", "wb")  # noqa: SIM115 - closed below, after the process
-        server = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
         base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    urllib.request.urlopen(f"{base}/health", timeout=1).close()
-                    break
-                except OSError as error:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        text = (Path(data) / "serve.log").read_text()
-                        raise RuntimeError(f"ftgw serve did not start:\n{text}") from error
-                    time.sleep(0.2)
+        with started("ftgw", [*ftgw_command(), "serve"], Path(data), env) as server:
+            wait_ready(server, lambda: http_status(f"{base}/health") == 200, 120)
             yield f"{base}/v1", key
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-            log.close()
 
 
 async def through_http(base_url: str, key: str, n: int, new_tokens: int) -> tuple[float, list[float]]:

@@ -38,17 +38,17 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+
+from servers import BenchError, ftgw_command, http_status, port_in_use, started, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BENCH = Path(os.environ.get("FTGW_SHARED_BENCH", REPO.parent / "shared" / "bench"))
@@ -62,10 +62,6 @@ ALIAS = "bench-bot"
 UPSTREAM_KEY = "sk-upstream"
 EXPECTED_CONTENT = "Paris"
 CHAT_PATH = "/v1/chat/completions"
-
-
-class BenchError(RuntimeError):
-    """A server did not start or answer as expected; the message says why."""
 
 
 # --------------------------------------------------------------------------------------------------- wrk output
@@ -107,83 +103,6 @@ def parse_wrk(output: str) -> WrkResult:
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
     )
-
-
-# --------------------------------------------------------------------------------------------------- processes
-
-
-@dataclass(frozen=True)
-class Server:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-
-@contextmanager
-def started(name: str, args: list[str], run_dir: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """Run ``args`` in its own session with output to RUN_DIR/NAME.log; kill its whole process group on exit."""
-    log = run_dir / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-        )
-    try:
-        yield Server(name, process, log)
-    finally:
-        # A second Ctrl-C must not cut the clean-up short: hold the signals until the group is gone.
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-        try:
-            _kill_group(process)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=wait)
-            # The leader is gone; children that outlive it still hold the group: one more round kills them.
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            break
-        except subprocess.TimeoutExpired:
-            continue
-        break
-
-
-def http_status(url: str, timeout: float = 2.0) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except (urllib.error.URLError, OSError):
-        return None
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(1)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_ready(server: Server, check: Callable[[], bool], timeout: float) -> None:
-    """Poll ``check`` until it holds; fail with the log's tail if the server exits or the time runs out."""
-    deadline = time.monotonic() + timeout
-    problem = f"not ready after {timeout:.0f} s"
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            problem = f"exited with status {server.process.returncode}"
-            break
-        if check():
-            return
-        time.sleep(0.2)
-    tail = server.log.read_text(errors="replace")[-3000:]
-    raise BenchError(f"{server.name} {problem}\n--- {server.log} (last 3000 chars) ---\n{tail}")
 
 
 def post_json(url: str, body: object, key: str) -> tuple[int, dict[str, str], str]:
@@ -341,15 +260,6 @@ def start_litellm(stack: ExitStack, run_dir: Path, litellm_bin: Path, port: int,
     wait_ready(server, lambda: http_status(f"{base}/health/liveliness") == 200, 120)
     check_chat("LiteLLM", base + CHAT_PATH, UPSTREAM_MODEL, key)
     return base + CHAT_PATH, key
-
-
-def ftgw_command() -> list[str]:
-    """``.venv/bin/ftgw``, or the same CLI through the venv's interpreter where the entry point is missing."""
-    venv_bin = REPO / ".venv" / "bin"
-    if (venv_bin / "ftgw").exists():
-        return [str(venv_bin / "ftgw")]
-    python = venv_bin / "python" if (venv_bin / "python").exists() else Path(sys.executable)
-    return [str(python), "-m", "app.cli"]
 
 
 def serve_has_workers_option(command: list[str]) -> bool:

@@ -170,7 +170,6 @@ class InferenceGateway:
         if not passed:
             self._meter(principal, answer.endpoint, answer.tally)  # the refused answer was still generated
             return refusal(plan.guard_endpoint, body, plan.guard.refusal, tally=answer.tally)
-        answer.guard = "passed"
         if body.stream:
             answer.events = replayed(answer.body, with_usage=local.include_usage(body))
             answer.body = None
@@ -217,15 +216,16 @@ def refusal(endpoint: Endpoint, body: Request, text: str, tally: Tally | None = 
         "created": now(),
         "model": endpoint.model,
         "choices": [
-            {"index": i, "message": {"role": "assistant", "content": text, "refusal": None}}
-            if chat
-            else {"index": i, "text": text}
+            {
+                "index": i,
+                **({"message": {"role": "assistant", "content": text, "refusal": None}} if chat else {"text": text}),
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
             for i in range(choices)
         ],
         "usage": (tally or Tally()).usage(),
     }
-    for choice in whole["choices"]:
-        choice.update(finish_reason="stop", logprobs=None)
     if body.stream:
         answer.events = replayed(whole, with_usage=local.include_usage(body))
     else:

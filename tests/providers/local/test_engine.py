@@ -60,6 +60,16 @@ def text_of(chunks: list[GenerationChunk]) -> str:
     return "".join(c.text for c in chunks)
 
 
+def assert_same_generations(alone: list[list[GenerationChunk]], together: list[list[GenerationChunk]]) -> None:
+    """The same tokens, and the same top logprobs: positions, masks and cache rows are right only if the numbers
+    match too, not just the argmaxes."""
+    for a, b in zip(alone, together, strict=True):
+        assert [c.token_ids for c in a] == [c.token_ids for c in b]
+        got = [t.logprob for c in b for lp in c.logprobs for t in lp.top]
+        want = [t.logprob for c in a for lp in c.logprobs for t in lp.top]
+        assert got == pytest.approx(want, abs=1e-4)
+
+
 def greedy(engine: Engine, prompt: str, adapter: Path | None = None, **kwargs: object) -> GenerationRequest:
     fields: dict[str, object] = {"max_new_tokens": 10, "temperature": 0.0, **kwargs}
     return GenerationRequest(TINY, engine.encode_text(TINY, prompt), adapter=adapter, **fields)  # type: ignore[arg-type]
@@ -82,12 +92,7 @@ async def test_concurrent_requests_match_one_by_one(engine: Engine) -> None:
     requests = [greedy(engine, p, n_logprobs=3, max_new_tokens=8 + 2 * i) for i, p in enumerate(PROMPTS)]
     alone = [await collect(engine, r) for r in requests]
     together = await asyncio.gather(*(collect(engine, r) for r in requests))
-    for a, b in zip(alone, together, strict=True):
-        assert [c.token_ids for c in a] == [c.token_ids for c in b]
-        # Left padding, masks and positions are right only if the numbers match too, not just the argmaxes.
-        got = [t.logprob for c in b for lp in c.logprobs for t in lp.top]
-        want = [t.logprob for c in a for lp in c.logprobs for t in lp.top]
-        assert got == pytest.approx(want, abs=1e-4)
+    assert_same_generations(alone, together)
 
 
 async def test_prompts_sharing_a_prefix_match_one_by_one(engine: Engine, adapters: list[Path]) -> None:
@@ -107,11 +112,7 @@ async def test_prompts_sharing_a_prefix_match_one_by_one(engine: Engine, adapter
     ]
     alone = [await collect(engine, r) for r in requests]
     together = await asyncio.gather(*(collect(engine, r) for r in requests))
-    for a, b in zip(alone, together, strict=True):
-        assert [c.token_ids for c in a] == [c.token_ids for c in b]
-        got = [t.logprob for c in b for lp in c.logprobs for t in lp.top]
-        want = [t.logprob for c in a for lp in c.logprobs for t in lp.top]
-        assert got == pytest.approx(want, abs=1e-4)
+    assert_same_generations(alone, together)
 
 
 async def test_adapters_and_base_in_one_batch(engine: Engine, tiny_path: Path, adapters: list[Path]) -> None:
