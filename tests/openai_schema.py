@@ -1,4 +1,9 @@
-"""Validate our wire objects against OpenAI's own OpenAPI schemas (../shared/reference/openai-openapi-subset.json)."""
+"""Validate our wire objects against OpenAI's own OpenAPI schemas.
+
+``tests/reference/openai-openapi-subset.json`` is a verbatim subset of OpenAI's published OpenAPI document (MIT, see
+its ``info.license``): the paths ftgw mirrors and every schema they reference. It lives in the repository so that a
+plain clone checks conformance against OpenAI's own definitions, with nothing read from outside the tree.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "openai-openapi-subset.json"
+REFERENCE = Path(__file__).resolve().parent / "reference" / "openai-openapi-subset.json"
 
 
 def _nullable(node: Any) -> Any:
