@@ -34,6 +34,15 @@ BOOTSTRAP_KEY = "sk-ftgw-test-bootstrap-" + secrets.token_hex(8)
 TEST_MAX_UPLOAD_BYTES = 256 * 1024
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The schemathesis figures (cases and answers by status class, per backend), when it ran."""
+    from tests.platform.test_schemathesis import TALLY
+
+    for backend, counts in TALLY.items():
+        classes = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if k != "cases")
+        terminalreporter.write_line(f"schemathesis on {backend}: {counts['cases']} cases ({classes})")
+
+
 def _pg_url(database: str) -> str:
     return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + database
 
