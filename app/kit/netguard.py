@@ -110,11 +110,13 @@ def parse_ip(host: str) -> IPAddress | None:
         parts.pop()  # one trailing dot, as in a fully qualified name
     if not all(_V4_PART.fullmatch(part) for part in parts):
         return None
-    if len(parts) > 4:
-        raise ValueError(f"{host} is not a valid IPv4 address")
-    values = [_v4_part(part) for part in parts]
+    try:
+        values = [_v4_part(part) for part in parts]
+    except ValueError:  # an octal part with 8 or 9 in it
+        raise ValueError(f"{host} is not a valid IPv4 address") from None
     *head, last = values
-    if any(value > 255 for value in head) or last >= 256 ** (5 - len(values)):
+    # The last part fills the bytes the others leave: 127.1 is 127.0.0.1, 2130706433 is all four.
+    if len(values) > 4 or any(value > 255 for value in head) or last >= 256 ** (5 - len(values)):
         raise ValueError(f"{host} is not a valid IPv4 address")
     return IPv4Address(sum(value << (8 * (3 - i)) for i, value in enumerate(head)) + last)
 
@@ -123,7 +125,7 @@ def _v4_part(part: str) -> int:
     if part[:2].lower() == "0x":
         return int(part[2:] or "0", 16)
     if len(part) > 1 and part.startswith("0"):
-        return int(part, 8)  # "09" raises ValueError, as inet_aton refuses it
+        return int(part, 8)  # "09" raises, as inet_aton refuses it
     return int(part)
 
 
@@ -183,7 +185,7 @@ class NetworkPolicy:
         verdict = classify(ip)
         if verdict is None or (verdict.local and self.allow_private):
             return None
-        article = "an" if verdict.kind[0] in "aeiou" else "a"
+        article = "an" if verdict.kind == "unspecified" else "a"  # the one kind spoken with a vowel first
         written = f" (as {ip})" if verdict.address != ip else ""
         return f"{article} {verdict.kind} address {verdict.address}{written}"
 
