@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(default=5, gt=0, description="First retry delay; doubles each time.")
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_timeout_seconds: float = Field(default=10, gt=0)
+    webhook_allow_private_networks: bool = Field(
+        default=False,
+        description="Let webhooks reach loopback, private and unique-local addresses (tests, private installs); "
+        "otherwise only public addresses. Link-local and cloud metadata addresses are refused either way.",
+    )
 
     route_cache_seconds: float = Field(
         default=5, ge=0, description="How long aliases and fine-tuned models are routed from memory."

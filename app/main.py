@@ -33,6 +33,7 @@ from app.inference.endpoints import local_engine
 from app.inference.endpoints import router as inference_router
 from app.inference.gateway import InferenceGateway
 from app.inference.upstream import UpstreamClients
+from app.kit.netguard import NetworkPolicy
 from app.kit.tasks import TaskRunner
 from app.kit.time import unix, utcnow
 from app.providers.setup import build_providers
@@ -44,7 +45,7 @@ from app.usage.endpoints import router as usage_router
 from app.usage.limits import RateLimiter
 from app.usage.service import UsageMeter
 from app.webhooks.endpoints import router as webhooks_router
-from app.webhooks.service import Dispatcher
+from app.webhooks.service import Dispatcher, network_policy
 from app.worker.runner import Worker
 
 log = logging.getLogger("ftgw")
@@ -109,7 +110,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             background.append(asyncio.create_task(coro, name=name))
 
         start(purge_expired_forever(sessionmaker, store, settings.purge_interval_seconds), "ftgw-upkeep")
-        dispatcher = Dispatcher.from_settings(sessionmaker, settings, dispatch_wakeup)
+        dispatcher = Dispatcher.from_settings(sessionmaker, settings, dispatch_wakeup, app.state.network_policy)
         start(dispatcher.run_forever(), "ftgw-webhooks")
         start(meter.run_forever(settings.usage_flush_seconds), "ftgw-usage")
         if settings.embedded_worker:
@@ -133,7 +134,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None = None) -> FastAPI:
+    """The gateway. ``policy`` (where calls to user-given URLs may go) defaults to the one the settings describe."""
     app = FastAPI(
         title="ftgw",
         summary="The fine-tuning gateway: datasets, fine-tuning jobs and routed inference, OpenAI-compatible.",
@@ -141,7 +143,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         responses={"default": {"model": ErrorResponse, "description": "OpenAI's error envelope"}},
     )
-    app.state.settings = settings or Settings()
+    app.state.settings = settings = settings or Settings()
+    app.state.network_policy = policy or network_policy(settings)
     install_error_handlers(app)
     # Inference first: routes are matched in order, and its calls are the ones that must be cheap.
     for router in (

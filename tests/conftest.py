@@ -25,6 +25,7 @@ from openai import OpenAI
 from openai.types import FileObject
 
 from app.config import Settings
+from app.kit.netguard import NetworkPolicy
 from app.main import create_app
 from app.migrate import upgrade
 
@@ -165,8 +166,8 @@ def gateway_settings(database_url: str, data_dir: Path, model_cache: Path, **ove
 
 
 @contextmanager
-def serve(settings: Settings) -> Iterator[Gateway]:
-    server = ServerThread(create_app(settings))
+def serve(settings: Settings, policy: NetworkPolicy | None = None) -> Iterator[Gateway]:
+    server = ServerThread(create_app(settings, policy=policy))
     server.start()
     try:
         yield Gateway(server.base_url, settings, BOOTSTRAP_KEY, server.app)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 
 from app.auth.principal import PrincipalDep
 from app.db import SessionDep
+from app.kit.netguard import NetworkPolicy
 from app.kit.schemas import ListResponse
 from app.webhooks.schemas import DeliveryOut, WebhookCreate, WebhookCreated, WebhookDeleted, WebhookOut
 from app.webhooks.service import webhook_service
@@ -13,10 +16,20 @@ from app.webhooks.service import webhook_service
 router = APIRouter(prefix="/v1/webhooks", tags=["Webhooks"])
 
 
+def get_network_policy(request: Request) -> NetworkPolicy:
+    policy: NetworkPolicy = request.app.state.network_policy
+    return policy
+
+
+NetworkPolicyDep = Annotated[NetworkPolicy, Depends(get_network_policy)]
+
+
 @router.post("", response_model=WebhookCreated)
-async def create_webhook(body: WebhookCreate, session: SessionDep, principal: PrincipalDep) -> WebhookCreated:
-    """Register a URL for job outcomes; the signing `secret` is in this response only."""
-    webhook = await webhook_service.create(session, principal.project_id, str(body.url), body.events)
+async def create_webhook(
+    body: WebhookCreate, session: SessionDep, principal: PrincipalDep, policy: NetworkPolicyDep
+) -> WebhookCreated:
+    """Register a URL for job outcomes (public addresses only; no credentials); the signing `secret` is shown once."""
+    webhook = await webhook_service.create(session, policy, principal.project_id, str(body.url), body.events)
     return WebhookCreated.model_validate(webhook)
 
 

@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db import after_commit, commit
-from app.errors import NotFound
+from app.errors import InvalidRequest, NotFound
 from app.fine_tuning.models import FineTuningJob
 from app.kit.ids import new_id
+from app.kit.netguard import NetworkPolicy, URLRefused
 from app.kit.time import unix, utcnow
 from app.webhooks.models import DeliveryStatus, Webhook, WebhookDelivery
 from app.webhooks.repository import WebhookRepository
@@ -25,9 +26,25 @@ from app.webhooks.signing import signature
 
 log = logging.getLogger(__name__)
 
+# What a receiver's owner reads when a try fails below HTTP: one text for refused, closed, timed out, TLS and policy
+# failures alike, so deliveries cannot be used to tell which ports and addresses exist (the log has the detail).
+CONNECTION_FAILED = "could not deliver: connection failed"
+
+
+def network_policy(settings: Settings) -> NetworkPolicy:
+    """Where webhooks may be delivered under these settings."""
+    return NetworkPolicy(allow_private=settings.webhook_allow_private_networks)
+
 
 class WebhookService:
-    async def create(self, session: AsyncSession, project_id: str, url: str, events: list[str]) -> Webhook:
+    async def create(
+        self, session: AsyncSession, policy: NetworkPolicy, project_id: str, url: str, events: list[str]
+    ) -> Webhook:
+        """A new webhook, if ``url`` reaches only addresses the policy allows (it is checked again at each try)."""
+        try:
+            await policy.check_url(url)
+        except URLRefused as exc:
+            raise InvalidRequest(str(exc), param="url") from None
         webhook = Webhook(
             id=new_id("wh"), project_id=project_id, url=url, events=events, secret="whsec_" + secrets.token_hex(24)
         )
@@ -97,8 +114,10 @@ class Dispatcher:
         max_attempts: int,
         timeout_seconds: float,
         wakeup: asyncio.Event,
+        policy: NetworkPolicy,
     ) -> None:
         self.sessionmaker = sessionmaker
+        self.policy = policy
         self.backoff = backoff_seconds
         self.max_attempts = max_attempts
         self.timeout = timeout_seconds
@@ -106,7 +125,11 @@ class Dispatcher:
 
     @classmethod
     def from_settings(
-        cls, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, wakeup: asyncio.Event
+        cls,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        wakeup: asyncio.Event,
+        policy: NetworkPolicy | None = None,
     ) -> Dispatcher:
         return cls(
             sessionmaker,
@@ -114,10 +137,14 @@ class Dispatcher:
             max_attempts=settings.webhook_max_attempts,
             timeout_seconds=settings.webhook_timeout_seconds,
             wakeup=wakeup,
+            policy=policy or network_policy(settings),
         )
 
     async def run_forever(self, poll_seconds: float = 1.0) -> None:
-        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+        # Every try is checked against the policy at connect time (DNS may have changed since registration);
+        # a redirect is a failed try, never followed.
+        transport = self.policy.transport()
+        async with httpx.AsyncClient(transport=transport, timeout=self.timeout, follow_redirects=False) as client:
             while True:
                 try:
                     await self.deliver_due(client)
@@ -153,11 +180,17 @@ class Dispatcher:
             }
             error: str | None = None
             try:
-                response = await client.post(webhook.url, content=body, headers=headers)
-                if not 200 <= response.status_code < 300:
-                    error = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                # One deadline for the whole try (resolving, each address, the answer), well inside the claim's
+                # lock. Streamed and left unread: only the status matters, whatever the receiver answers with.
+                async with (
+                    asyncio.timeout(self.timeout),
+                    client.stream("POST", webhook.url, content=body, headers=headers) as response,
+                ):
+                    if not 200 <= response.status_code < 300:
+                        error = f"could not deliver: HTTP {response.status_code}"
+            except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
+                log.info("webhook delivery %s to %s failed: %r", delivery.id, webhook.id, exc)
+                error = CONNECTION_FAILED
             delivery.attempts += 1
             delivery.locked_until = None
             if error is None:
