@@ -33,6 +33,7 @@ from app.inference.endpoints import local_engine
 from app.inference.endpoints import router as inference_router
 from app.inference.gateway import InferenceGateway
 from app.inference.upstream import UpstreamClients
+from app.kit.openapi import publish_stream_items
 from app.kit.tasks import TaskRunner
 from app.kit.time import unix, utcnow
 from app.providers.setup import build_providers
@@ -157,4 +158,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks_router,
     ):
         app.include_router(router)
+    publish_stream_items(app)
     return app
