@@ -34,6 +34,7 @@ from app.inference.endpoints import router as inference_router
 from app.inference.gateway import InferenceGateway
 from app.inference.upstream import UpstreamClients
 from app.kit.netguard import NetworkPolicy
+from app.kit.openapi import publish_stream_items
 from app.kit.tasks import TaskRunner
 from app.kit.time import unix, utcnow
 from app.providers.setup import build_providers
@@ -160,4 +161,5 @@ def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None
         webhooks_router,
     ):
         app.include_router(router)
+    publish_stream_items(app)
     return app

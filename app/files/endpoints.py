@@ -28,11 +28,9 @@ def get_blob_store(request: Request) -> BlobStore:
 BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]
 
 
-# exclude_none: OpenAI leaves unset optional fields (expires_at, status_details) out of file objects.
 @router.post(
     "",
     response_model=FileOut,
-    response_model_exclude_none=True,
     openapi_extra={"requestBody": CREATE_FILE_REQUEST_BODY},
 )
 async def create_file(request: Request, session: SessionDep, principal: PrincipalDep, store: BlobStoreDep) -> FileOut:
@@ -45,7 +43,7 @@ async def create_file(request: Request, session: SessionDep, principal: Principa
     return FileOut.model_validate(record)
 
 
-@router.get("", response_model=ListResponse[FileOut], response_model_exclude_none=True)
+@router.get("", response_model=ListResponse[FileOut])
 async def list_files(
     session: SessionDep,
     principal: PrincipalDep,
@@ -61,7 +59,7 @@ async def list_files(
     return ListResponse.of([FileOut.model_validate(f) for f in page.items], page.has_more)
 
 
-@router.get("/{file_id}", response_model=FileOut, response_model_exclude_none=True)
+@router.get("/{file_id}", response_model=FileOut)
 async def retrieve_file(file_id: str, session: SessionDep, principal: PrincipalDep) -> FileOut:
     """Retrieve a file's metadata."""
     return FileOut.model_validate(await file_service.get(session, principal.project_id, file_id))

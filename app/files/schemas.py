@@ -4,21 +4,31 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from app.files.models import FilePurpose, FileStatus
 from app.kit.schemas import Schema, UnixTime
 
 
+def _unset(value: object) -> bool:
+    return value is None
+
+
 class FileOut(Schema):
+    # OpenAI leaves an unset optional field (expires_at, status_details) out of a file object: its schema does not
+    # allow null there. Per field, not per response: a list's first_id/last_id are null on an empty page.
     id: str
     object: Literal["file"] = "file"
     bytes: int
     created_at: UnixTime
-    expires_at: UnixTime | None = None
+    expires_at: UnixTime | None = Field(default=None, exclude_if=_unset)
     filename: str
     purpose: FilePurpose
     status: FileStatus
-    status_details: str | None = None
-    source_file_id: str | None = None  # ftgw: the file this one was prepared from
+    status_details: str | None = Field(default=None, exclude_if=_unset)
+    source_file_id: str | None = Field(
+        default=None, exclude_if=_unset, description="ftgw: the file it was prepared from."
+    )
 
 
 class FileDeleted(Schema):

@@ -23,6 +23,7 @@ from app.fine_tuning.schemas import (
 )
 from app.fine_tuning.service import job_service
 from app.fine_tuning.stream import follow
+from app.kit.openapi import event_stream
 from app.kit.pagination import AfterQuery, limit_query
 from app.kit.schemas import ListResponse
 from app.worker.wakeup import wake_workers
@@ -116,7 +117,11 @@ async def resume_job(fine_tuning_job_id: str, request: Request, session: Session
 @router.get(
     "/{fine_tuning_job_id}/events",
     response_model=EventList,
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    responses=event_stream(
+        EventOut,
+        "The events as JSON; with `stream=true`, server-sent events, oldest first: each one's data an event as JSON "
+        "and its id the event's (send it back as `Last-Event-ID` to resume), then `[DONE]` once the job has ended.",
+    ),
 )
 async def list_events(
     fine_tuning_job_id: str,

@@ -23,6 +23,8 @@ class JobStatus(StrEnum):
 
 
 TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+# A job in one of these may still move; one that reached TERMINAL never does.
+ACTIVE = frozenset(JobStatus) - TERMINAL
 
 
 class JobAction(StrEnum):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,6 +48,31 @@ class JobRepository:
         for key, value in metadata.items():
             stmt = stmt.where(FineTuningJob.job_metadata[key].as_string() == value)
         return await keyset_page(self.session, stmt, FineTuningJob, limit=limit, order=Order.desc, after=after)
+
+    async def transition(
+        self,
+        job: FineTuningJob,
+        to: JobStatus,
+        *,
+        from_: Collection[JobStatus],
+        lease_owner: str | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Compare-and-set the job's status: ``to`` only if it is still one of ``from_`` (and, given
+        ``lease_owner``, the job is still that worker's). Whether this call moved it; ``job`` is reloaded either way.
+
+        Every status change goes through here: of racing writers (the API cancelling, a worker finishing, a worker
+        whose lease another one took over) exactly one UPDATE matches the row, and only that transaction may
+        write what the change means (its events, its webhooks).
+        """
+        await self.session.flush()  # the session does not autoflush: pending edits of ``job`` land first
+        stmt = update(FineTuningJob).where(FineTuningJob.id == job.id, FineTuningJob.status.in_(list(from_)))
+        if lease_owner is not None:
+            stmt = stmt.where(FineTuningJob.lease_owner == lease_owner)
+        stmt = stmt.values(status=to, **(values or {})).returning(FineTuningJob.id)
+        moved = (await self.session.execute(stmt, execution_options={"synchronize_session": False})).scalar()
+        await self.session.refresh(job)
+        return moved is not None
 
     async def append_event(
         self,

@@ -1,8 +1,14 @@
-"""The jobs API's logic: create (with every check a job needs before it may queue), list, cancel, pause, resume."""
+"""The jobs' logic: create (with every check a job needs before it may queue), list, and the state machine.
+
+Every status change, the API's (cancel, pause, resume) and the worker's (queued, succeeded, failed), is made here,
+as a compare-and-set on the job row: the outcome of a job is recorded, and its webhooks queued, exactly once.
+"""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,7 +17,7 @@ from app.errors import GatewayError, InvalidRequest, NotFound
 from app.files.models import FilePurpose, FileStatus, StoredFile
 from app.files.service import file_service
 from app.fine_tuning.events import job_finished
-from app.fine_tuning.models import TERMINAL, EventLevel, FineTuningJob, JobCheckpoint, JobEvent, JobStatus
+from app.fine_tuning.models import ACTIVE, EventLevel, FineTuningJob, JobCheckpoint, JobEvent, JobStatus
 from app.fine_tuning.repository import JobRepository
 from app.fine_tuning.schemas import CreateJobRequest, Hyperparameters
 from app.kit.ids import new_id
@@ -41,6 +47,18 @@ def _method_and_hyperparameters(body: CreateJobRequest) -> tuple[str, dict[str, 
     if method == "dpo":
         values.setdefault("beta", "auto")
     return method, values
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """Why a job failed, as its ``error`` object reads: OpenAI's code, message and offending param."""
+
+    code: str
+    message: str
+    param: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"code": self.code, "message": self.message, "param": self.param}
 
 
 class JobService:
@@ -188,35 +206,109 @@ class JobService:
         job = await self.get(session, project_id, job_id)
         return await JobRepository(session).checkpoints_page(project_id, job.id, limit=limit, after=after)
 
+    # --- the state machine: every status change is a compare-and-set (JobRepository.transition) -------------------
+
     async def cancel(self, session: AsyncSession, project_id: str, job_id: str) -> FineTuningJob:
         job = await self.get(session, project_id, job_id, for_update=True)
-        if job.status in TERMINAL:
-            raise _conflict(job, "cancel")
         # A running job's worker sees this at its next heartbeat and kills the training process.
-        job.status = JobStatus.cancelled
-        job.finished_at = utcnow()
-        job.estimated_finish = None
-        await JobRepository(session).append_event(job, "Fine-tuning job cancelled", level=EventLevel.warn)
-        await job_finished(session, job)
+        events = [("Fine-tuning job cancelled", EventLevel.warn)]
+        if not await self._finish(session, job, JobStatus.cancelled, from_=ACTIVE, events=events):
+            raise _conflict(job, "cancel")
         return job
 
     async def pause(self, session: AsyncSession, project_id: str, job_id: str) -> FineTuningJob:
         job = await self.get(session, project_id, job_id, for_update=True)
-        if job.status not in (JobStatus.queued, JobStatus.running, JobStatus.validating_files):
-            raise _conflict(job, "pause")
         # A running job's worker saves a resumable state, then stops computing.
-        job.status = JobStatus.paused
-        job.estimated_finish = None
-        await JobRepository(session).append_event(job, "Fine-tuning job paused")
+        pausable = (JobStatus.queued, JobStatus.running, JobStatus.validating_files)
+        repo = JobRepository(session)
+        if not await repo.transition(job, JobStatus.paused, from_=pausable, values={"estimated_finish": None}):
+            raise _conflict(job, "pause")
+        await repo.append_event(job, "Fine-tuning job paused")
         return job
 
     async def resume(self, session: AsyncSession, project_id: str, job_id: str) -> FineTuningJob:
         job = await self.get(session, project_id, job_id, for_update=True)
-        if job.status is not JobStatus.paused:
+        repo = JobRepository(session)
+        if not await repo.transition(job, JobStatus.queued, from_=(JobStatus.paused,)):
             raise _conflict(job, "resume")
-        job.status = JobStatus.queued
-        await JobRepository(session).append_event(job, "Fine-tuning job resumed, moving job to queued state")
+        await repo.append_event(job, "Fine-tuning job resumed, moving job to queued state")
         return job
+
+    async def queue_validated(self, session: AsyncSession, job: FineTuningJob) -> bool:
+        """``validating_files`` → ``queued`` once its files are processed (unless it was cancelled or paused)."""
+        repo = JobRepository(session)
+        if not await repo.transition(job, JobStatus.queued, from_=(JobStatus.validating_files,)):
+            return False
+        await repo.append_event(job, "Files validated, moving job to queued state")
+        return True
+
+    async def fail(
+        self,
+        session: AsyncSession,
+        job: FineTuningJob,
+        error: JobFailure,
+        *,
+        worker_id: str | None = None,
+    ) -> bool:
+        """Fail a job: the running job of ``worker_id`` (while its lease is still that worker's), or without one a
+        job still validating its files. Whether this call failed it (False: it had already moved on)."""
+        from_ = (JobStatus.running,) if worker_id is not None else (JobStatus.validating_files,)
+        return await self._finish(
+            session,
+            job,
+            JobStatus.failed,
+            from_=from_,
+            lease_owner=worker_id,
+            values={"error": error.as_dict()},
+            events=[(f"Fine-tuning job failed: {error.message}", EventLevel.error)],
+        )
+
+    async def succeed(
+        self,
+        session: AsyncSession,
+        job: FineTuningJob,
+        *,
+        worker_id: str,
+        fine_tuned_model: str,
+        trained_tokens: int | None,
+    ) -> bool:
+        """The running job of ``worker_id`` has trained ``fine_tuned_model``. Whether this call completed it (False:
+        it was cancelled or paused meanwhile, or another worker holds it now); only then may the caller record the
+        run's model and results, in the same transaction."""
+        return await self._finish(
+            session,
+            job,
+            JobStatus.succeeded,
+            from_=(JobStatus.running,),
+            lease_owner=worker_id,
+            values={"fine_tuned_model": fine_tuned_model, "trained_tokens": trained_tokens},
+            events=[
+                (f"New fine-tuned model created: {fine_tuned_model}", EventLevel.info),
+                ("The job has successfully completed", EventLevel.info),
+            ],
+        )
+
+    @staticmethod
+    async def _finish(
+        session: AsyncSession,
+        job: FineTuningJob,
+        status: JobStatus,
+        *,
+        from_: Collection[JobStatus],
+        events: Sequence[tuple[str, EventLevel]],
+        lease_owner: str | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> bool:
+        """The one way into a final status: only the transaction that moves the job appends the final events and
+        queues the outcome's webhooks, so an outcome is told once however many parties race to end the job."""
+        repo = JobRepository(session)
+        final = {"finished_at": utcnow(), "estimated_finish": None, **(values or {})}
+        if not await repo.transition(job, status, from_=from_, lease_owner=lease_owner, values=final):
+            return False
+        for message, level in events:
+            await repo.append_event(job, message, level=level)
+        await job_finished(session, job)
+        return True
 
 
 def _conflict(job: FineTuningJob, action: str) -> GatewayError:

@@ -19,19 +19,20 @@ from app.auth.principal import PrincipalDep
 from app.inference.gateway import InferenceGateway, Served
 from app.inference.schemas import (
     ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
     ClassificationRequest,
     ClassificationResponse,
     Completion,
+    CompletionChunk,
     CompletionRequest,
 )
+from app.kit.openapi import event_stream
 from app.providers.local.engine import Engine
 
 router = APIRouter(prefix="/v1", tags=["Inference"])
 
-STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}
-}
+_STREAMED = "as JSON; with `stream: true`, server-sent events, each one's data a {} (then `[DONE]`)"
 StickyKey = Annotated[
     str | None,
     Header(alias="x-ftgw-sticky-key", description="Keeps one user on one target of an alias's split."),
@@ -69,7 +70,11 @@ async def _encoded(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
     yield "[DONE]"
 
 
-@router.post("/chat/completions", response_model=ChatCompletion, responses=STREAM_RESPONSE)
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    responses=event_stream(ChatCompletionChunk, "The chat completion " + _STREAMED.format("`chat.completion.chunk`")),
+)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, principal: PrincipalDep, sticky: StickyKey = None
 ) -> Response:
@@ -77,7 +82,11 @@ async def chat_completions(
     return _respond(await _gateway(request).serve(principal, body, sticky))
 
 
-@router.post("/completions", response_model=Completion, responses=STREAM_RESPONSE)
+@router.post(
+    "/completions",
+    response_model=Completion,
+    responses=event_stream(CompletionChunk, "The completion " + _STREAMED.format("`text_completion` piece")),
+)
 async def completions(
     body: CompletionRequest, request: Request, principal: PrincipalDep, sticky: StickyKey = None
 ) -> Response:

@@ -165,3 +165,44 @@ class ClassificationResponse(Schema):
     model: str
     data: list[ClassificationResult]
     usage: Usage
+
+
+class ChunkDelta(Schema):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(Schema):
+    index: int
+    delta: ChunkDelta
+    finish_reason: Literal["stop", "length"] | None
+    logprobs: ChoiceLogprobs | None = None
+
+
+class ChatCompletionChunk(Schema):
+    """One server-sent event of a streamed chat completion (OpenAI's ``CreateChatCompletionStreamResponse``)."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = Field(default=None, description="Only in the last chunk, with stream_options.include_usage.")
+
+
+class CompletionChunkChoice(Schema):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length"] | None
+    logprobs: CompletionLogprobs | None
+
+
+class CompletionChunk(Schema):
+    """One server-sent event of a streamed completion: a ``text_completion`` with a piece of each choice's text."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChunkChoice]
+    usage: Usage | None = Field(default=None, description="Only in the last chunk, with stream_options.include_usage.")

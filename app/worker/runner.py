@@ -1,4 +1,8 @@
-"""The worker loop: move validated jobs to the queue, claim one under a lease, run it, record how it ended."""
+"""The worker loop: move validated jobs to the queue, claim one under a lease, run it, record how it ended.
+
+How a job ends is the fine-tuning service's to record (``job_service.succeed``/``fail``): the worker reports, the
+service's compare-and-set decides, so a job cancelled or taken over meanwhile is never finished twice.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +25,9 @@ from app.files.models import FilePurpose, FileStatus, StoredFile
 from app.files.repository import FileRepository
 from app.files.service import file_service
 from app.files.storage import BlobStore, digest
-from app.fine_tuning.events import job_finished
 from app.fine_tuning.models import EventLevel, FineTuningJob, JobStatus
 from app.fine_tuning.repository import JobRepository
-from app.fine_tuning.service import job_service
-from app.kit.time import utcnow
+from app.fine_tuning.service import JobFailure, job_service
 from app.providers.base import Classification, JobRun, RunOutcome, StopReason
 from app.providers.registry import ProviderRegistry
 from app.registry.repository import ModelRepository
@@ -92,39 +94,35 @@ class Worker:
             for job in await repo.validating():
                 files = [(job.training_file, "training_file"), (job.validation_file, "validation_file")]
                 provider = self.providers.get(job.provider)
-                error: tuple[str, str, str] | None = None
+                error: JobFailure | None = None
                 waiting = False
                 for file_id, param in files:
                     if file_id is None:
                         continue
                     record = await FileRepository(session).get(job.project_id, file_id)
                     if record is None:
-                        error = ("invalid_file", f"File {file_id} was deleted before training started.", param)
+                        error = JobFailure(
+                            "invalid_file", f"File {file_id} was deleted before training started.", param
+                        )
                     elif record.status is FileStatus.error:
-                        error = ("invalid_file", f"File {file_id} failed validation: {record.status_details}", param)
+                        error = JobFailure(
+                            "invalid_file", f"File {file_id} failed validation: {record.status_details}", param
+                        )
                     elif record.status is FileStatus.uploaded:
                         waiting = True
                     elif provider is not None:
                         try:
                             job_service.check_format(record, job.method["type"], provider, param)
                         except Exception as exc:
-                            error = ("invalid_file_format", str(exc), param)
+                            error = JobFailure("invalid_file_format", str(exc), param)
                     if error:
                         break
+                # Both are compare-and-sets: a job cancelled or paused since the read above stays so.
                 if error:
-                    await self._fail(repo, job, *error)
+                    await job_service.fail(session, job, error)
                 elif not waiting:
-                    job.status = JobStatus.queued
-                    await repo.append_event(job, "Files validated, moving job to queued state")
+                    await job_service.queue_validated(session, job)
             await commit(session)
-
-    async def _fail(self, repo: JobRepository, job: FineTuningJob, code: str, message: str, param: str | None) -> None:
-        job.status = JobStatus.failed
-        job.error = {"code": code, "message": message, "param": param}
-        job.finished_at = utcnow()
-        job.estimated_finish = None
-        await repo.append_event(job, f"Fine-tuning job failed: {message}", level=EventLevel.error)
-        await job_finished(repo.session, job)
 
     async def _job_run(self, session: AsyncSession, job: FineTuningJob) -> JobRun:
         async def file_of(file_id: str | None) -> StoredFile | None:
@@ -179,14 +177,15 @@ class Worker:
                     if provider is not None
                     else f"No worker here serves the provider '{held.provider}'."
                 )
-                await self._fail(repo, held, "training_failed", why, None)
+                await job_service.fail(session, held, JobFailure("training_failed", why), worker_id=self.id)
                 await repo.release(held.id, self.id)
                 await commit(session)
                 return
             try:
                 run = await self._job_run(session, held)
             except FileNotFoundError as exc:
-                await self._fail(repo, held, "invalid_file", str(exc), "training_file")
+                failure = JobFailure("invalid_file", str(exc), "training_file")
+                await job_service.fail(session, held, failure, worker_id=self.id)
                 await repo.release(held.id, self.id)
                 await commit(session)
                 return
@@ -241,33 +240,34 @@ class Worker:
                 return
             if outcome.hyperparameters:
                 held.hyperparameters = {**held.hyperparameters, **outcome.hyperparameters}
-            if outcome.status == "succeeded" and held.status is JobStatus.running:
-                await self._succeed(session, repo, held, outcome, ctx)
-            elif outcome.status == "failed" and held.status is JobStatus.running:
-                await self._fail(
-                    repo,
-                    held,
+            finished = False
+            if outcome.status == "succeeded":
+                finished = await self._succeed(session, held, outcome, ctx)
+            elif outcome.status == "failed":
+                failure = JobFailure(
                     outcome.error_code or "training_failed",
                     outcome.error_message or "Training failed.",
                     outcome.error_param,
                 )
-            elif outcome.status == "paused" or held.status is JobStatus.paused:
-                await repo.append_event(held, "Training stopped; progress is saved and resumes from there")
-            elif held.status is JobStatus.cancelled:
-                await repo.append_event(held, "Training process stopped", level=EventLevel.warn)
-                await job_finished(session, held)
+                finished = await job_service.fail(session, held, failure, worker_id=self.id)
+            if not finished:
+                # The API paused or cancelled the job under this run: its own event (and webhook) told that already.
+                if outcome.status == "paused" or held.status is JobStatus.paused:
+                    await repo.append_event(held, "Training stopped; progress is saved and resumes from there")
+                elif held.status is JobStatus.cancelled:
+                    await repo.append_event(held, "Training process stopped", level=EventLevel.warn)
             await repo.release(held.id, self.id)
             await commit(session)
 
     async def _succeed(
-        self,
-        session: AsyncSession,
-        repo: JobRepository,
-        job: FineTuningJob,
-        outcome: RunOutcome,
-        ctx: WorkerJobContext,
-    ) -> None:
-        model_name = ctx.model_name
+        self, session: AsyncSession, job: FineTuningJob, outcome: RunOutcome, ctx: WorkerJobContext
+    ) -> bool:
+        """Complete the job with this run's model and results, if it is still this worker's running job."""
+        done = await job_service.succeed(
+            session, job, worker_id=self.id, fine_tuned_model=ctx.model_name, trained_tokens=outcome.trained_tokens
+        )
+        if not done:
+            return False
         if outcome.results_csv is not None and outcome.results_csv.is_file():
             temp = self.store.temp_path()
             shutil.copyfile(outcome.results_csv, temp)
@@ -284,11 +284,4 @@ class Worker:
             )
             job.result_files = [results.id]
         await ModelRepository(session).add(ctx.model_row(job, outcome.artifact or ""))
-        job.status = JobStatus.succeeded
-        job.fine_tuned_model = model_name
-        job.trained_tokens = outcome.trained_tokens
-        job.finished_at = utcnow()
-        job.estimated_finish = None
-        await repo.append_event(job, f"New fine-tuned model created: {model_name}")
-        await repo.append_event(job, "The job has successfully completed")
-        await job_finished(session, job)
+        return True
