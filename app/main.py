@@ -34,6 +34,7 @@ from app.inference.endpoints import router as inference_router
 from app.inference.gateway import InferenceGateway
 from app.inference.upstream import UpstreamClients
 from app.kit.tasks import TaskRunner
+from app.kit.text import StorableTextMiddleware
 from app.kit.time import unix, utcnow
 from app.providers.setup import build_providers
 from app.registry.alias_endpoints import router as registry_router
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or Settings()
     install_error_handlers(app)
+    app.add_middleware(StorableTextMiddleware)
     # Inference first: routes are matched in order, and its calls are the ones that must be cheap.
     for router in (
         inference_router,
