@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,8 +60,9 @@ def _expiry_seconds(fields: dict[str, str]) -> int | None:
 
 
 def _clean_filename(raw: str) -> str:
-    # Browsers and SDKs may send a full client path; keep the last component only, under either convention.
-    name = PureWindowsPath(PurePosixPath(raw).name).name.strip() or "upload"
+    # Browsers and SDKs may send a full client path; keep the last component only, under either convention
+    # (only separators cut: 'a:b.jsonl' is a name, not a drive).
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1].strip() or "upload"
     return name[-512:]
 
 
