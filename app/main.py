@@ -36,6 +36,7 @@ from app.inference.upstream import UpstreamClients
 from app.kit.netguard import NetworkPolicy
 from app.kit.openapi import publish_stream_items
 from app.kit.tasks import TaskRunner
+from app.kit.text import StorableTextMiddleware
 from app.kit.time import unix, utcnow
 from app.providers.setup import build_providers
 from app.registry.alias_endpoints import router as registry_router
@@ -147,6 +148,7 @@ def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None
     app.state.settings = settings = settings or Settings()
     app.state.network_policy = policy or network_policy(settings)
     install_error_handlers(app)
+    app.add_middleware(StorableTextMiddleware)
     # Inference first: routes are matched in order, and its calls are the ones that must be cheap.
     for router in (
         inference_router,

@@ -7,12 +7,13 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from app.auth.models import Role
-from app.kit.schemas import Schema, UnixTime
+from app.kit.numbers import INT32_MAX
+from app.kit.schemas import RequestSchema, Schema, UnixTime
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 
 
-class ProjectCreate(Schema):
+class ProjectCreate(RequestSchema):
     name: Name
 
 
@@ -23,10 +24,10 @@ class ProjectOut(Schema):
     created_at: UnixTime
 
 
-PerMinute = Annotated[int, Field(ge=1, le=10**12)] | None
+PerMinute = Annotated[int, Field(ge=1, le=INT32_MAX)] | None
 
 
-class RateLimits(Schema):
+class RateLimits(RequestSchema):
     """Per-key limits per minute; null is unlimited. Over a limit, requests get 429 with ``Retry-After``."""
 
     max_requests_per_minute: PerMinute = None

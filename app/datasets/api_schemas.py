@@ -8,7 +8,7 @@ from pydantic import Field
 
 from app.datasets.schemas import DatasetReport, Fix, Issue
 from app.files.schemas import FileOut
-from app.kit.schemas import Schema
+from app.kit.schemas import RequestSchema, Schema
 
 
 class DatasetReportOut(DatasetReport):
@@ -16,7 +16,7 @@ class DatasetReportOut(DatasetReport):
     file_id: str
 
 
-class PrepareRequest(Schema):
+class PrepareRequest(RequestSchema):
     fixes: list[Fix] | None = Field(
         default=None, description="Fixes to apply; omitted or null applies the report's recommended fixes."
     )

@@ -149,6 +149,11 @@ def check_zip(path: Path) -> None:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise DatasetError(f"{path.name} is not a valid XLSX (zip) file", code="invalid_xlsx") from exc
+    if not any(m.filename == "[Content_Types].xml" for m in members):
+        raise DatasetError(
+            f"{path.name} is a zip archive but not an XLSX workbook (it has no [Content_Types].xml)",
+            code="invalid_xlsx",
+        )
     if len(members) > MAX_XLSX_MEMBERS:
         raise DatasetError(f"the XLSX has {len(members)} parts", code="xlsx_too_large")
     total = 0
@@ -177,9 +182,12 @@ def iter_xlsx(path: Path, info: SourceInfo) -> Iterator[Record]:
     check_zip(path)
     import openpyxl  # heavy; only spreadsheets need it
 
+    # Opened by us, not by name: openpyxl refuses a path without an .xlsx suffix, and stored blobs have none.
+    stream = path.open("rb")
     try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=False)
+        workbook = openpyxl.load_workbook(stream, read_only=True, data_only=False)
     except Exception as exc:  # openpyxl raises anything from KeyError to XML errors on a broken workbook
+        stream.close()
         raise DatasetError(f"{path.name} cannot be read as a workbook: {exc}", code="invalid_xlsx") from exc
 
     def records() -> Iterator[Record]:
@@ -213,5 +221,6 @@ def iter_xlsx(path: Path, info: SourceInfo) -> Iterator[Record]:
             raise DatasetError(f"{path.name}: unreadable sheet data: {exc}", code="invalid_xlsx") from exc
         finally:
             workbook.close()
+            stream.close()
 
     return records()

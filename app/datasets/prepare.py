@@ -148,19 +148,20 @@ def prepare_file(
     out_dir: Path,
     stem: str,
     model: str | None = None,
-    source_type: SourceType | None = None,
+    name: str | None = None,
     report: DatasetReport | None = None,
 ) -> PrepareResult:
     """Write ``<stem>_prepared.jsonl`` (or ``_prepared_train``/``_prepared_valid`` with ``split``) in ``out_dir``.
 
-    ``fixes=None`` applies the recommended ones; ``split`` is the validation share in (0, 1). Pass the
+    The format is detected from the content, ``name`` (the upload's name) being the hint for content that
+    does not say. ``fixes=None`` applies the recommended ones; ``split`` is the validation share in (0, 1). Pass the
     ``report`` of ``path`` when already computed to skip a second read. Lines that cannot be parsed are never
     written (there is no JSON to write) and are listed in ``warnings``.
     """
     if split is not None and not 0 < split < 1:
         raise DatasetError("split must be between 0 and 1 (the validation share)", code="invalid_split")
-    kind = source_type or detect_source_type(path)
-    report = report or analyse_file(path, model=model, source_type=kind)
+    kind = detect_source_type(path, name)
+    report = report or analyse_file(path, model=model, name=name)
     chosen = recommended_fixes(report) if fixes is None else set(fixes)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [f"{stem}_prepared_train.jsonl", f"{stem}_prepared_valid.jsonl"] if split else [f"{stem}_prepared.jsonl"]

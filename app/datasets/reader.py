@@ -7,6 +7,7 @@ exceptions. CSV, TSV, XLSX and JSON arrays go through :mod:`app.datasets.convert
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,10 @@ SourceType = Literal["jsonl", "json", "csv", "tsv", "xlsx"]
 # No fine-tuning example comes near this (65k tokens is ~300 KB of JSON); it bounds what one line can cost.
 MAX_LINE_BYTES = 4 * 1024 * 1024
 BOM = b"\xef\xbb\xbf"
+ZIP_MAGIC = b"PK\x03\x04"
+# The columns a spreadsheet (CSV, TSV, XLSX) carries prompt-completion data in.
+HEADER_FIELDS = frozenset({"prompt", "completion"})
+_DELIMITERS: tuple[tuple[str, SourceType], ...] = (("\t", "tsv"), (",", "csv"))
 
 _SUFFIXES: dict[str, SourceType] = {
     ".jsonl": "jsonl",
@@ -76,31 +81,56 @@ def source_type_from_name(name: str) -> SourceType | None:
     return _SUFFIXES.get(Path(name).suffix.lower())
 
 
-def detect_source_type(path: Path) -> SourceType:
-    """The source type from the suffix, else from the first bytes; :class:`DatasetError` when it is neither."""
-    by_suffix = _SUFFIXES.get(path.suffix.lower())
-    if by_suffix is not None:
-        return by_suffix
+def detect_source_type(path: Path, name: str | None = None) -> SourceType:
+    """The source type of a file, from its content first: names lie (and stored blobs have none).
+
+    A zip is a workbook, ``{`` opens JSONL, ``[`` a JSON array, a header row naming prompt and completion columns
+    a TSV or CSV. Content that says none of these (garbage, an empty file) goes by the suffix of ``name`` (else
+    of the path), then by the first line's delimiter; :class:`DatasetError` when nothing says.
+    """
     try:
         with path.open("rb") as f:
             head = f.read(4096)
     except OSError as exc:
         raise DatasetError(f"cannot read {path.name}: {exc.strerror}", code="unreadable_file") from exc
-    if head.startswith(b"PK\x03\x04"):
+    if head.startswith(ZIP_MAGIC):
         return "xlsx"
     text = head.removeprefix(BOM).lstrip()
-    if not text or text.startswith(b"{"):
+    if text.startswith(b"{"):
         return "jsonl"
     if text.startswith(b"["):
         return "json"
     first_line = text.split(b"\n", 1)[0]
+    by_header = _delimited_header(first_line)
+    if by_header is not None:
+        return by_header
+    by_name = source_type_from_name(name if name is not None else path.name)
+    if by_name is not None:
+        return by_name
+    if not text:
+        return "jsonl"
     if b"\t" in first_line:
         return "tsv"
     if b"," in first_line:
         return "csv"
     raise DatasetError(
-        f"{path.name}: unsupported file type (expected JSONL, JSON, CSV, TSV or XLSX)", code="unsupported_file"
+        f"{name or path.name}: unsupported file type (expected JSONL, JSON, CSV, TSV or XLSX)",
+        code="unsupported_file",
     )
+
+
+def _delimited_header(line: bytes) -> SourceType | None:
+    """``tsv``/``csv`` when ``line`` is a header row naming both a prompt and a completion column."""
+    text = line.decode("utf-8", "replace").rstrip("\r")
+    for delimiter, kind in _DELIMITERS:
+        if delimiter in text:
+            try:
+                cells = next(csv.reader([text], delimiter=delimiter))
+            except (csv.Error, StopIteration):
+                continue
+            if {cell.strip().lower() for cell in cells} >= HEADER_FIELDS:
+                return kind
+    return None
 
 
 def bounded_lines(stream: BinaryIO, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes | None]]:

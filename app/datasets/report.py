@@ -266,16 +266,17 @@ class _Analysis:
 
 
 def analyse_file(
-    path: Path, *, model: str | None = None, max_issues: int = 50, source_type: SourceType | None = None
+    path: Path, *, model: str | None = None, max_issues: int = 50, name: str | None = None
 ) -> DatasetReport:
     """Validate and report on a dataset file in one streaming pass (synchronous, CPU-bound).
 
     ``model`` picks the tokenizer and the per-example limit (None: ``cl100k_base``, no model limit).
-    ``source_type`` overrides detection from the suffix/content (files stored without a suffix).
+    The format is detected from the content; ``name`` (the name it was uploaded as: stored blobs have none) is
+    the hint for content that does not say.
     Data problems are in the report; :class:`DatasetError` only for a file that cannot be read as a dataset.
     """
     tokenizer = resolve_tokenizer(model)
-    kind = source_type or detect_source_type(path)
+    kind = detect_source_type(path, name)
     analysis = _Analysis(model=model, max_issues=max_issues, tokenizer=tokenizer)
     try:
         info = analysis.run(path, kind)
@@ -285,10 +286,10 @@ def analyse_file(
 
 
 def validate_file(
-    path: Path, model: str | None = None, *, max_errors: int = 20, source_type: SourceType | None = None
+    path: Path, model: str | None = None, *, max_errors: int = 20, name: str | None = None
 ) -> ValidationSummary:
     """The upload pipeline's check: is the file usable for fine-tuning, and if not, its first errors."""
-    report = analyse_file(path, model=model, max_issues=max_errors, source_type=source_type)
+    report = analyse_file(path, model=model, max_issues=max_errors, name=name)
     return summarize_validation(report)
 
 

@@ -13,7 +13,6 @@ from app.datasets.api_schemas import PrepareRequest
 from app.datasets.errors import DatasetError
 from app.datasets.models import StoredReport
 from app.datasets.prepare import prepare_file
-from app.datasets.reader import SourceType, source_type_from_name
 from app.datasets.report import analyse_file
 from app.datasets.repository import ReportRepository
 from app.datasets.schemas import DatasetReport, PrepareResult
@@ -33,10 +32,6 @@ def as_gateway_error(exc: DatasetError) -> GatewayError:
     if exc.code == "unknown_model":
         return NotFound(message, param="model", code="model_not_found")
     return InvalidRequest(message, param=_PARAM_OF_CODE.get(exc.code, "file_id"), code=exc.code)
-
-
-def _source_type(record: StoredFile) -> SourceType | None:
-    return source_type_from_name(record.filename)
 
 
 @dataclass
@@ -66,7 +61,7 @@ class DatasetService:
         path = store.path(source.storage_key)
         try:
             report = await asyncio.to_thread(
-                analyse_file, path, model=model, max_issues=max_issues, source_type=_source_type(source)
+                analyse_file, path, model=model, max_issues=max_issues, name=source.filename
             )
         except DatasetError as exc:
             raise as_gateway_error(exc) from None
@@ -105,7 +100,7 @@ class DatasetService:
                     out_dir=Path(scratch),
                     stem=stem,
                     model=request.model,
-                    source_type=_source_type(source),
+                    name=source.filename,
                 )
             except DatasetError as exc:
                 raise as_gateway_error(exc) from None

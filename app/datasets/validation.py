@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.datasets.errors import DatasetError
-from app.datasets.reader import source_type_from_name
+from app.datasets.reader import detect_source_type
 from app.datasets.report import validate_file
 from app.datasets.schemas import ValidationSummary
 from app.db import commit
@@ -85,7 +85,10 @@ class UploadValidator:
 
     @staticmethod
     def _check(path: Path, filename: str) -> tuple[FileStatus, str | None, ValidationSummary | None]:
-        kind = source_type_from_name(filename) or "jsonl"
+        try:
+            kind = detect_source_type(path, filename)
+        except DatasetError as exc:
+            return FileStatus.error, exc.message, None
         if kind != "jsonl":
             return (
                 FileStatus.error,
@@ -94,7 +97,7 @@ class UploadValidator:
                 None,
             )
         try:
-            summary = validate_file(path, source_type=kind)
+            summary = validate_file(path, name=filename)
         except DatasetError as exc:
             where = f"line {exc.line}: " if exc.line else ""
             return FileStatus.error, f"{where}{exc.message}", None

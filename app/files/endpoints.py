@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
@@ -26,6 +28,15 @@ def get_blob_store(request: Request) -> BlobStore:
 
 
 BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]
+
+_NOT_PLAIN = re.compile(r'[^\x20-\x7e]|["\\%]')
+
+
+def attachment(filename: str) -> str:
+    """``Content-Disposition`` naming the file exactly in ``filename*`` (RFC 6266), with an ASCII ``filename``
+    stand-in for clients that only read that."""
+    fallback = _NOT_PLAIN.sub("_", filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 @router.post(
@@ -75,7 +86,8 @@ async def retrieve_file_content(
 ) -> FileResponse:
     """Download a file's bytes."""
     record, path = await file_service.content_path(session, store, principal.project_id, file_id)
-    return FileResponse(path, media_type="application/octet-stream", filename=record.filename)
+    disposition = {"Content-Disposition": attachment(record.filename)}
+    return FileResponse(path, media_type="application/octet-stream", headers=disposition)
 
 
 @router.delete("/{file_id}", response_model=FileDeleted)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,6 +15,7 @@ from app.files.repository import FileRepository
 from app.files.storage import BlobStore
 from app.files.upload import ReceivedForm
 from app.kit.ids import new_id
+from app.kit.numbers import parse_decimal
 from app.kit.pagination import Order, Page
 from app.kit.time import utcnow
 
@@ -47,9 +48,9 @@ def _expiry_seconds(fields: dict[str, str]) -> int | None:
         return None
     if anchor != "created_at":
         raise InvalidRequest("expires_after.anchor must be 'created_at'.", param="expires_after.anchor")
-    if seconds is None or not seconds.strip().isdigit():
-        raise InvalidRequest("expires_after.seconds must be an integer.", param="expires_after.seconds")
-    value = int(seconds)
+    value = parse_decimal(seconds.strip()) if seconds is not None else None
+    if value is None:
+        raise InvalidRequest("expires_after.seconds must be an integer (ASCII digits).", param="expires_after.seconds")
     if not MIN_EXPIRY_SECONDS <= value <= MAX_EXPIRY_SECONDS:
         raise InvalidRequest(
             f"expires_after.seconds must be between {MIN_EXPIRY_SECONDS} and {MAX_EXPIRY_SECONDS}.",
@@ -59,8 +60,9 @@ def _expiry_seconds(fields: dict[str, str]) -> int | None:
 
 
 def _clean_filename(raw: str) -> str:
-    # Browsers and SDKs may send a full client path; keep the last component only, under either convention.
-    name = PureWindowsPath(PurePosixPath(raw).name).name.strip() or "upload"
+    # Browsers and SDKs may send a full client path; keep the last component only, under either convention
+    # (only separators cut: 'a:b.jsonl' is a name, not a drive).
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1].strip() or "upload"
     return name[-512:]
 
 

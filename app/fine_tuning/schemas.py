@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, StringConstraints, field_validator
 
 from app.fine_tuning.models import EventLevel, EventType, JobStatus
-from app.kit.schemas import Schema, UnixTime
+from app.kit.schemas import RequestSchema, Schema, UnixTime
 
 Auto = Literal["auto"]
 BatchSize = Auto | Annotated[int, Field(ge=1, le=256)]
@@ -16,7 +16,7 @@ Epochs = Auto | Annotated[int, Field(ge=1, le=50)]
 Beta = Auto | Annotated[float, Field(gt=0, le=2)]
 
 
-class Hyperparameters(Schema):
+class Hyperparameters(RequestSchema):
     batch_size: BatchSize = "auto"
     learning_rate_multiplier: LearningRateMultiplier = "auto"
     n_epochs: Epochs = "auto"
@@ -26,15 +26,15 @@ class DPOHyperparameters(Hyperparameters):
     beta: Beta = "auto"
 
 
-class SupervisedMethod(Schema):
+class SupervisedMethod(RequestSchema):
     hyperparameters: Hyperparameters | None = None
 
 
-class DPOMethod(Schema):
+class DPOMethod(RequestSchema):
     hyperparameters: DPOHyperparameters | None = None
 
 
-class Method(Schema):
+class Method(RequestSchema):
     type: Literal["supervised", "dpo", "reinforcement"]
     # Only the section of the chosen type goes on the wire (OpenAI's schema has no nulls here).
     supervised: SupervisedMethod | None = Field(default=None, exclude_if=lambda v: v is None)
@@ -46,7 +46,7 @@ MetadataKey = Annotated[str, StringConstraints(max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 
 
-class CreateJobRequest(Schema):
+class CreateJobRequest(RequestSchema):
     model: Annotated[str, StringConstraints(min_length=1, max_length=512)]
     training_file: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     validation_file: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None

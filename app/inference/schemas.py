@@ -6,16 +6,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from app.kit.schemas import Schema
+from app.kit.numbers import INT64_MAX, INT64_MIN
+from app.kit.schemas import RequestSchema, Schema
 
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
 
 
-class StreamOptions(Schema):
+class StreamOptions(RequestSchema):
     include_usage: bool = False
 
 
-class Sampling(Schema):
+class Sampling(RequestSchema):
     """What chat and text completions share. Fields ftgw does not know are passed on to upstream providers."""
 
     model_config = ConfigDict(extra="allow")
@@ -25,7 +26,7 @@ class Sampling(Schema):
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     n: Annotated[int, Field(ge=1, le=8)] = 1
     stop: Stop = None
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -36,7 +37,7 @@ class Sampling(Schema):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
 
-class ChatMessage(Schema):
+class ChatMessage(RequestSchema):
     model_config = ConfigDict(extra="allow")  # tool calls and the like travel to upstream providers
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
@@ -144,7 +145,7 @@ class Completion(Schema):
     usage: Usage
 
 
-class ClassificationRequest(Schema):
+class ClassificationRequest(RequestSchema):
     model: Annotated[str, Field(min_length=1, max_length=512)]
     input: str | Annotated[list[str], Field(min_length=1, max_length=64)]
     labels: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=2, max_length=20)] | None = Field(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict, PlainSerializer, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from app.kit.text import value_problems
 from app.kit.time import unix
 
 T = TypeVar("T")
@@ -17,6 +19,23 @@ UnixTime = Annotated[datetime, PlainSerializer(unix, return_type=int, when_used=
 
 class Schema(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+class RequestSchema(Schema):
+    """Base of every request body model: a value no backend can store (NUL, lone surrogate, infinity) anywhere in
+    the raw input, extra fields and free-form dicts included, is refused with its location before anything else."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        problems = [
+            InitErrorDetails(type=PydanticCustomError("unstorable_value", why), loc=loc, input=None)
+            for loc, why in value_problems(data)
+        ]
+        if problems:
+            # Raised inside a validator, its errors join the request's, located under the field (param).
+            raise ValidationError.from_exception_data(cls.__name__, problems)
+        return data
 
 
 class ListResponse(Schema, Generic[T]):

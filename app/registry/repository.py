@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.kit.numbers import INT32_MAX
 from app.kit.pagination import Order, Page
 from app.kit.repository import keyset_page
 from app.registry.models import AliasVersion, FineTunedModel, ModelAlias, RegistryChange
@@ -66,6 +67,8 @@ class AliasRepository:
         return (await self.session.execute(stmt)).scalars().all()
 
     async def version(self, alias_id: str, version: int) -> AliasVersion | None:
+        if not 1 <= version <= INT32_MAX:
+            return None  # past the column's range no version can exist (and the database would refuse the query)
         stmt = select(AliasVersion).where(AliasVersion.alias_id == alias_id, AliasVersion.version == version)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 

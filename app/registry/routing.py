@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.datasets.prompt_format import PromptFormat
+from app.kit.numbers import parse_decimal
 from app.providers.local.provider import LocalProvider
 from app.providers.registry import ProviderRegistry
 from app.providers.upstream import UpstreamProvider
@@ -175,12 +176,13 @@ class ModelCatalog:
         if isinstance(cached, AliasRoute):
             return cached
         alias_name, pin, pinned = name.partition(PIN)
-        if pin and not pinned.isdigit():
+        pinned_number = parse_decimal(pinned) if pin else None
+        if pin and pinned_number is None:
             raise model_not_found(name)
         async with self.sessionmaker() as session:
             repo = AliasRepository(session)
             alias = await repo.get(project_id, alias_name)
-            number = int(pinned) if pinned else (alias.active_version if alias else None)
+            number = pinned_number if pin else (alias.active_version if alias else None)
             version = await repo.version(alias.id, number) if alias is not None and number is not None else None
             if alias is None or version is None:
                 raise model_not_found(name)

@@ -6,7 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from app.kit.schemas import Schema, UnixTime
+from app.kit.numbers import INT32_MAX
+from app.kit.schemas import RequestSchema, Schema, UnixTime
 
 
 class ModelOut(Schema):
@@ -35,12 +36,12 @@ AliasName = Annotated[
 ModelId = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 
 
-class Target(Schema):
+class Target(RequestSchema):
     model: ModelId = Field(description="A base or fine-tuned model id (not an alias).")
     weight: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0
 
 
-class Guard(Schema):
+class Guard(RequestSchema):
     """A classifier run before the target; when its label is not allowed, the refusal answers instead."""
 
     model: ModelId = Field(description="A fine-tuned classifier (prompt-completion, one label per prompt).")
@@ -60,7 +61,7 @@ class Guard(Schema):
     )
 
 
-class AliasVersionCreate(Schema):
+class AliasVersionCreate(RequestSchema):
     targets: Annotated[list[Target], Field(min_length=1, max_length=16)]
     fallbacks: Annotated[list[ModelId], Field(max_length=8)] = Field(
         default_factory=list, description="Tried in order when the chosen target fails, times out or cools down."
@@ -83,7 +84,7 @@ class AliasVersionOut(Schema):
     created_at: UnixTime
 
 
-class AliasCreate(Schema):
+class AliasCreate(RequestSchema):
     name: AliasName
     description: Annotated[str, StringConstraints(max_length=1024)] | None = None
 
@@ -105,8 +106,8 @@ class AliasDeleted(Schema):
     deleted: bool = True
 
 
-class Promote(Schema):
-    version: Annotated[int, Field(ge=1)]
+class Promote(RequestSchema):
+    version: Annotated[int, Field(ge=1, le=INT32_MAX)]
 
 
 class ChangeOut(Schema):

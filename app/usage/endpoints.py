@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from app.auth.principal import PrincipalDep
 from app.db import SessionDep
 from app.errors import InvalidRequest
-from app.kit.time import from_unix, utcnow
+from app.kit.time import MAX_UNIX_SECONDS, from_unix, utcnow
 from app.usage.schemas import UsagePage
 from app.usage.service import BUCKETS, GroupBy, UsageMeter
 
@@ -23,8 +23,10 @@ async def completions_usage(
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
-    start_time: Annotated[int, Query(ge=0, description="Unix seconds, inclusive.")],
-    end_time: Annotated[int | None, Query(ge=0, description="Unix seconds, exclusive; default now.")] = None,
+    start_time: Annotated[int, Query(ge=0, le=MAX_UNIX_SECONDS, description="Unix seconds, inclusive.")],
+    end_time: Annotated[
+        int | None, Query(ge=0, le=MAX_UNIX_SECONDS, description="Unix seconds, exclusive; default now.")
+    ] = None,
     bucket_width: Annotated[Literal["1m", "1h", "1d"], Query()] = "1d",
     group_by: Annotated[list[GroupBy] | None, Query(description="Split results by model and/or api_key_id.")] = None,
 ) -> UsagePage:

@@ -6,11 +6,11 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, Field, field_validator
 
-from app.kit.schemas import Schema, UnixTime
+from app.kit.schemas import RequestSchema, Schema, UnixTime
 from app.webhooks.models import JOB_EVENTS, DeliveryStatus
 
 
-class WebhookCreate(Schema):
+class WebhookCreate(RequestSchema):
     url: AnyHttpUrl
     events: list[str] = Field(default_factory=lambda: sorted(JOB_EVENTS), min_length=1)
 

@@ -66,11 +66,22 @@ def test_xlsx_zip_bomb_is_refused_before_decompressing(tmp_path: Path) -> None:
 
 
 def test_not_a_workbook(tmp_path: Path) -> None:
+    # Content that names no format goes by the name: an .xlsx that is no zip, or a zip that is no workbook.
     fake = tmp_path / "fake.xlsx"
-    fake.write_text("prompt,completion\n")
-    with pytest.raises(DatasetError) as caught:
-        analyse_file(fake)
-    assert caught.value.code == "invalid_xlsx"
+    fake.write_text("just some words\n")
+    plain_zip = tmp_path / "archive"
+    with zipfile.ZipFile(plain_zip, "w") as archive:
+        archive.writestr("notes.txt", "prompt,completion")
+    for path in (fake, plain_zip):
+        with pytest.raises(DatasetError) as caught:
+            analyse_file(path)
+        assert caught.value.code == "invalid_xlsx", path.name
+
+
+def test_content_wins_over_a_misleading_name(tmp_path: Path) -> None:
+    csv_named_xlsx = tmp_path / "fake.xlsx"
+    csv_named_xlsx.write_text("prompt,completion\nq,a\n")
+    assert analyse_file(csv_named_xlsx).source_type == "csv"
 
 
 def test_csv_with_formula_cells_keeps_them_as_text(tmp_path: Path) -> None:
