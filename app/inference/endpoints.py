@@ -7,6 +7,7 @@ user on one target of a split. A client that disconnects before its answer is re
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
 from app.auth.principal import Principal, PrincipalDep
+from app.errors import ServiceUnavailable
 from app.inference.gateway import InferenceGateway, Served
 from app.inference.gateway import Request as InferenceRequest
 from app.inference.schemas import (
@@ -64,6 +66,10 @@ async def _serve(request: Request, principal: Principal, body: InferenceRequest,
         served = await unless_disconnected(request, _gateway(request).serve(principal, body, sticky))
     except ClientDisconnected:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
+    except asyncio.CancelledError:
+        # Only the server cancels a request it is still answering: it is shutting down and the grace period
+        # (FTGW_SHUTDOWN_GRACE_SECONDS) is over. A 503 tells the caller's SDK to retry, elsewhere or later.
+        raise ServiceUnavailable("The server is shutting down; retry the request.", code="shutting_down") from None
     return _respond(served)
 
 
