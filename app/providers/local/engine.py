@@ -273,7 +273,11 @@ class Engine:
                 seq.send(error)
         for model, batch in admitted.items():
             for chunk in _prefill_chunks(batch):
-                self._prefill_guarded(self._slots[model], chunk, self._running[model])
+                try:
+                    self._prefill(self._slots[model], chunk, self._running[model])
+                except Exception as error:  # joining the batch failed (a bug): fail these, keep serving
+                    for seq in chunk:
+                        seq.send(_failed(error))
 
     def _slot(self, model: str) -> Slot:
         if model not in self._slots:
@@ -295,19 +299,20 @@ class Engine:
         seed = request.seed if request.seed is not None else random.getrandbits(63)
         seq.generator = torch.Generator().manual_seed(seed % 2**64)  # any int: torch takes 64 bits
 
-    def _prefill_guarded(self, slot: Slot, seqs: list[_Sequence], running: list[_Sequence]) -> None:
-        """Prefill ``seqs`` in one pass; if that pass raises, each alone, so only a prompt that fails alone fails."""
+    def _prefill(self, slot: Slot, seqs: list[_Sequence], running: list[_Sequence]) -> None:
+        """Prefill ``seqs`` in one pass, send each its next token and add those that go on to ``running``.
+
+        If the pass raises, each sequence is prefilled alone: only one that fails alone gets the error.
+        """
         try:
-            self._prefill(slot, seqs, running)
+            logits = slot.prefill([s.context() for s in seqs], [s.adapter for s in seqs]).cpu()
         except Exception as error:  # e.g. out of memory, or one broken adapter among the pass's rows
             if len(seqs) == 1:
                 seqs[0].send(_failed(error))
                 return
             for seq in seqs:
-                self._prefill_guarded(slot, [seq], running)
-
-    def _prefill(self, slot: Slot, seqs: list[_Sequence], running: list[_Sequence]) -> None:
-        logits = slot.prefill([s.context() for s in seqs], [s.adapter for s in seqs]).cpu()
+                self._prefill(slot, [seq], running)
+            return
         self.prefill_passes += 1
         best = logits.argmax(dim=-1).tolist()
         keep = [i for i, s in enumerate(seqs) if self._accept_guarded(slot, s, logits[i], best[i])]
@@ -349,7 +354,7 @@ class Engine:
         self._running[model] = []
         for seq in seqs:
             if not seq.cancelled.is_set():
-                self._prefill_guarded(slot, [seq], self._running[model])
+                self._prefill(slot, [seq], self._running[model])
 
     def _accept_guarded(self, slot: Slot, seq: _Sequence, logits: torch.Tensor, greedy: int) -> bool:
         """:meth:`_accept`, a failure ending this sequence alone."""
