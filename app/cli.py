@@ -53,6 +53,8 @@ def serve(
         log_level=settings.log_level,
         proxy_headers=True,
         workers=workers,
+        # SIGTERM: requests in flight get this long to finish, then are cancelled (the engine drops their rows).
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
 
 

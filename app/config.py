@@ -70,6 +70,17 @@ class Settings(BaseSettings):
     engine_max_batch_size: int = Field(
         default=32, ge=1, description="Sequences decoded together per local base model; later requests wait."
     )
+    default_max_tokens: int = Field(
+        default=1024,
+        ge=1,
+        description="Tokens a local chat completion may generate when the caller sets no max_tokens (the model's "
+        "context bounds every completion).",
+    )
+    shutdown_grace_seconds: int = Field(
+        default=10,
+        ge=0,
+        description="On SIGTERM, how long `ftgw serve` lets requests in flight finish before cancelling them.",
+    )
 
     providers: list[UpstreamProviderConfig] = Field(
         default_factory=list, description="Upstream providers, as JSON in FTGW_PROVIDERS."

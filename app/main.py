@@ -98,7 +98,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.usage = meter = UsageMeter(sessionmaker)
     clients = UpstreamClients(settings.providers)
     app.state.inference = InferenceGateway(
-        catalog, clients, meter, RateLimiter(), engine=lambda: local_engine(app.state)
+        catalog,
+        clients,
+        meter,
+        RateLimiter(),
+        engine=lambda: local_engine(app.state),
+        default_max_tokens=settings.default_max_tokens,
     )
     store.sweep_temp()
     background: list[asyncio.Task[None]] = []

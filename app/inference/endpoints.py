@@ -2,11 +2,12 @@
 
 The response's ``model`` and the ``X-FTGW-Model`` header name the model that actually answered; an alias call
 also gets ``X-FTGW-Alias`` and ``X-FTGW-Alias-Version``. ``X-FTGW-Sticky-Key`` (or the ``user`` field) keeps one
-user on one target of a split.
+user on one target of a split. A client that disconnects before its answer is ready cancels its generation.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -15,8 +16,10 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
-from app.auth.principal import PrincipalDep
+from app.auth.principal import Principal, PrincipalDep
+from app.errors import ServiceUnavailable
 from app.inference.gateway import InferenceGateway, Served
+from app.inference.gateway import Request as InferenceRequest
 from app.inference.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -27,10 +30,12 @@ from app.inference.schemas import (
     CompletionChunk,
     CompletionRequest,
 )
+from app.kit.disconnect import ClientDisconnected, unless_disconnected
 from app.kit.openapi import event_stream
 from app.providers.local.engine import Engine
 
 router = APIRouter(prefix="/v1", tags=["Inference"])
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"; nobody receives it
 
 _STREAMED = "as JSON; with `stream: true`, server-sent events, each one's data a {} (then `[DONE]`)"
 StickyKey = Annotated[
@@ -57,6 +62,18 @@ def _gateway(request: Request) -> InferenceGateway:
     return gateway
 
 
+async def _serve(request: Request, principal: Principal, body: InferenceRequest, sticky: str | None) -> Response:
+    try:
+        served = await unless_disconnected(request, _gateway(request).serve(principal, body, sticky))
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    except asyncio.CancelledError:
+        # Only the server cancels a request it is still answering: it is shutting down and the grace period
+        # (FTGW_SHUTDOWN_GRACE_SECONDS) is over. A 503 tells the caller's SDK to retry, elsewhere or later.
+        raise ServiceUnavailable("The server is shutting down; retry the request.", code="shutting_down") from None
+    return _respond(served)
+
+
 def _respond(served: Served) -> Response:
     answer = served.answer
     if answer.events is not None:
@@ -79,7 +96,7 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request, principal: PrincipalDep, sticky: StickyKey = None
 ) -> Response:
     """Chat completion from a base model, a fine-tuned model or an alias (`stream: true` for server-sent events)."""
-    return _respond(await _gateway(request).serve(principal, body, sticky))
+    return await _serve(request, principal, body, sticky)
 
 
 @router.post(
@@ -91,7 +108,7 @@ async def completions(
     body: CompletionRequest, request: Request, principal: PrincipalDep, sticky: StickyKey = None
 ) -> Response:
     """Text completion (`logprobs=N` gives the top N tokens per position); the model's prompt format is applied."""
-    return _respond(await _gateway(request).serve(principal, body, sticky))
+    return await _serve(request, principal, body, sticky)
 
 
 @router.post("/classifications", response_model=ClassificationResponse)

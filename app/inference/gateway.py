@@ -57,12 +57,15 @@ class InferenceGateway:
         meter: UsageMeter,
         limiter: RateLimiter,
         engine: Callable[[], Engine],
+        *,
+        default_max_tokens: int,
     ) -> None:
         self.catalog = catalog
         self.clients = clients
         self.meter = meter
         self.limiter = limiter
         self.engine = engine
+        self.default_max_tokens = default_max_tokens  # a local chat completion's bound when it sets none
 
     async def serve(self, principal: Principal, body: Request, sticky: str | None) -> Served:
         self.limiter.admit(principal)
@@ -128,7 +131,7 @@ class InferenceGateway:
     async def _call(self, endpoint: Endpoint, body: Request) -> Answer:
         if endpoint.is_local:
             if isinstance(body, ChatCompletionRequest):
-                return await local.chat(self.engine(), endpoint, body)
+                return await local.chat(self.engine(), endpoint, body, default_max_tokens=self.default_max_tokens)
             return await local.completion(self.engine(), endpoint, body)
         path = "/chat/completions" if isinstance(body, ChatCompletionRequest) else "/completions"
         return await remote.forward(self.clients.get(endpoint.provider), endpoint, path, body)

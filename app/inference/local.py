@@ -29,8 +29,6 @@ from app.providers.local.engine_types import GenerationChunk, GenerationRequest
 from app.providers.local.engine_types import TokenLogprob as EngineLogprob
 from app.registry.routing import Endpoint
 
-DEFAULT_CHAT_MAX_TOKENS = 256
-
 
 @dataclass
 class ChoiceResult:
@@ -60,15 +58,36 @@ def count(results: list[ChoiceResult], tally: Tally) -> Usage:
 
 
 def build_requests(
+    engine: Engine,
     endpoint: Endpoint,
     prompts: list[tuple[int, ...]],
     body: Sampling,
     *,
+    prompt_param: str,
     max_tokens: int,
     n_logprobs: int,
     stop: tuple[str, ...],
 ) -> list[GenerationRequest]:
-    """``body.n`` generations of every prompt, choice index ``prompt * n + i`` as OpenAI numbers them."""
+    """``body.n`` generations of every prompt, choice index ``prompt * n + i`` as OpenAI numbers them.
+
+    Checked against the model first (a 400 naming the parameter, before anything runs): prompts that leave no
+    room in its context, ``logit_bias`` token ids it does not have.
+    """
+    context, vocabulary = engine.limits(endpoint.base_model)
+    longest = max(len(p) for p in prompts)
+    if longest >= context:
+        raise InvalidRequest(
+            f"This model's context is {context} tokens; the prompt has {longest}, leaving no room for a completion.",
+            param=prompt_param,
+            code="context_length_exceeded",
+        )
+    biases = body.token_biases()
+    unknown = [token for token, _ in biases if token >= vocabulary]
+    if unknown:
+        raise InvalidRequest(
+            f"Invalid key in 'logit_bias': {unknown[0]}. This model's token ids go up to {vocabulary - 1}.",
+            param="logit_bias",
+        )
     try:
         return [
             GenerationRequest(
@@ -78,6 +97,9 @@ def build_requests(
                 max_new_tokens=max_tokens,
                 temperature=body.temperature,
                 top_p=body.top_p,
+                frequency_penalty=body.frequency_penalty,
+                presence_penalty=body.presence_penalty,
+                logit_bias=biases,
                 # n choices with one seed must still differ: each choice gets its own derived seed.
                 seed=None if body.seed is None else body.seed + p * body.n + i,
                 stop=stop,
@@ -91,7 +113,8 @@ def build_requests(
 
 
 async def complete_all(engine: Engine, requests: list[GenerationRequest]) -> list[ChoiceResult]:
-    """Every choice generated concurrently (the engine batches them), collected whole."""
+    """Every choice generated concurrently (the engine batches them), collected whole. One failing, or the
+    caller going away (this task cancelled), stops the others: nobody would read them."""
 
     async def one(index: int, request: GenerationRequest) -> ChoiceResult:
         result = ChoiceResult(index=index)
@@ -99,7 +122,12 @@ async def complete_all(engine: Engine, requests: list[GenerationRequest]) -> lis
             result.absorb(chunk)
         return result
 
-    return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
+    tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 async def stream_all(engine: Engine, requests: list[GenerationRequest]) -> AsyncIterator[tuple[int, GenerationChunk]]:
@@ -191,14 +219,17 @@ async def _events(
         yield {**base, "choices": [], "usage": usage.model_dump()}
 
 
-async def chat(engine: Engine, endpoint: Endpoint, body: ChatCompletionRequest) -> Answer:
+async def chat(engine: Engine, endpoint: Endpoint, body: ChatCompletionRequest, *, default_max_tokens: int) -> Answer:
+    """A chat completion; ``default_max_tokens`` when the caller sets no bound (the model's context bounds all)."""
     messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in body.messages]
     prompt = engine.encode_chat(endpoint.base_model, messages)
     requests = build_requests(
+        engine,
         endpoint,
         [prompt],
         body,
-        max_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS,
+        prompt_param="messages",
+        max_tokens=body.max_completion_tokens or body.max_tokens or default_max_tokens,
         n_logprobs=(body.top_logprobs or 0) if body.logprobs else 0,
         stop=body.stops(),
     )
@@ -246,9 +277,11 @@ async def completion(engine: Engine, endpoint: Endpoint, body: CompletionRequest
     """A text completion; the model's own prompt format (separator, stop, leading space) applied unless opted out."""
     given = CompletionInput.of(endpoint, body)
     requests = build_requests(
+        engine,
         endpoint,
         [engine.encode_text(endpoint.base_model, p) for p in given.prompts],
         body,
+        prompt_param="prompt",
         max_tokens=body.max_tokens,
         n_logprobs=body.logprobs or 0,
         stop=tuple(given.stop),

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from app.kit.numbers import INT64_MAX, INT64_MIN
 from app.kit.schemas import RequestSchema, Schema
 
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
+# OpenAI's bounds; JSON cannot carry NaN or infinity, but Python's parser reads them (and 1e999 as inf): refused.
+Penalty = Annotated[float, Field(ge=-2, le=2, allow_inf_nan=False)]
+MaxTokens = Annotated[int, Field(ge=1, le=INT64_MAX)]
+MAX_LOGIT_BIAS = 100
+# Parameters OpenAI documents as nullable with a default: null means that default.
+NULL_IS_DEFAULT = frozenset(
+    {"temperature", "top_p", "n", "stream", "frequency_penalty", "presence_penalty", "logprobs", "echo", "max_tokens"}
+)
 
 
 class StreamOptions(RequestSchema):
@@ -22,14 +30,39 @@ class Sampling(RequestSchema):
     model_config = ConfigDict(extra="allow")
 
     model: Annotated[str, Field(min_length=1, max_length=512)]
-    temperature: Annotated[float, Field(ge=0, le=2)] = 1.0
-    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
-    n: Annotated[int, Field(ge=1, le=8)] = 1
+    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] = 1.0
+    top_p: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 1.0
+    n: Annotated[int, Field(ge=1, le=128)] = 1
     stop: Stop = None
     seed: Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)] | None = None
+    frequency_penalty: Penalty = 0.0
+    presence_penalty: Penalty = 0.0
+    logit_bias: dict[str, float] | None = Field(
+        default=None, description="Token id (as a string) -> a bias from -100 to 100 added to its logit."
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (v is None and k in NULL_IS_DEFAULT)}
+        return data
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids_and_bounded_biases(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (value or {}).items():
+            if not (key.isascii() and key.isdigit()):
+                raise ValueError(f"keys must be token ids (non-negative integers as strings), not {key!r}")
+            if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
+                raise ValueError(f"the bias of token {key} must be in [-{MAX_LOGIT_BIAS}, {MAX_LOGIT_BIAS}]")
+        return value
+
+    def token_biases(self) -> tuple[tuple[int, float], ...]:
+        return tuple((int(key), bias) for key, bias in (self.logit_bias or {}).items())
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -51,8 +84,8 @@ class ChatMessage(RequestSchema):
 
 class ChatCompletionRequest(Sampling):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
 
@@ -65,7 +98,7 @@ class ChatCompletionRequest(Sampling):
 
 class CompletionRequest(Sampling):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=8)]
-    max_tokens: Annotated[int, Field(ge=1)] = 16
+    max_tokens: MaxTokens = 16
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
     echo: Literal[False] = False
     suffix: None = None

@@ -172,9 +172,21 @@ def test_deleted_fine_tuned_model_is_404_everywhere(training_gateway: Gateway) -
 
 
 def test_engine_bounds_come_from_settings(database_url: str, tmp_path: Path, model_cache: Path) -> None:
-    settings = gateway_settings(database_url, tmp_path, model_cache, engine_max_adapters=3, engine_max_batch_size=5)
+    settings = gateway_settings(
+        database_url, tmp_path, model_cache, engine_max_adapters=3, engine_max_batch_size=5, default_max_tokens=3
+    )
     with serve(settings) as gw:
         client = make_tenant(gw).client
         assert client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=2).usage.completion_tokens > 0
         engine = gw.app.state.inference_engine  # created by that first local request
         assert (engine.max_adapters, engine.max_batch_size) == (3, 5)
+        # A chat completion without max_tokens stops at FTGW_DEFAULT_MAX_TOKENS, each of its choices.
+        chat = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Tell me everything."}], n=2, temperature=0
+        )
+        assert chat.usage is not None and chat.usage.completion_tokens == 2 * 3
+        assert [c.finish_reason for c in chat.choices] == ["length", "length"]
+        given = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Tell me everything."}], max_tokens=5, temperature=0
+        )
+        assert given.usage is not None and given.usage.completion_tokens == 5  # the caller's bound wins

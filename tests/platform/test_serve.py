@@ -29,7 +29,8 @@ def serving(data_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[
     port = _free_port()
     environment = {**os.environ, "FTGW_DATA_DIR": str(data_dir), "FTGW_PORT": str(port), **env}
     environment.pop("FTGW_BOOTSTRAP_KEY", None) if "FTGW_BOOTSTRAP_KEY" not in env else None
-    environment.pop("FTGW_DATABASE_URL", None)
+    if "FTGW_DATABASE_URL" not in env:
+        environment.pop("FTGW_DATABASE_URL", None)
     process = subprocess.Popen(
         [*FTGW, "serve"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

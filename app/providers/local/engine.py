@@ -7,6 +7,10 @@ base model, and hands each sequence's new token to its consumer's event loop. A 
 client disconnect) marks its sequence cancelled; the thread drops it before the next step. How a model's batch is
 computed lives in :mod:`engine_batch` (Llama-family models through the engine's own forward, :mod:`engine_llama`).
 
+One sequence never fails another: each row's pick is guarded on its own, a prefill pass that raises is retried one
+prompt at a time, and a decode step that raises is redone by prefilling each sequence alone again (prompt plus
+what it generated so far); only a sequence that fails alone gets the error (:class:`GenerationFailed`).
+
 Use::
 
     engine = Engine(store)
@@ -23,6 +27,7 @@ import queue
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,18 +37,19 @@ import torch
 
 from app.providers.local.base_models import BaseModelStore
 from app.providers.local.data import render_prompt
-from app.providers.local.engine_batch import Slot, load_slot
-from app.providers.local.engine_decode import TextState, pick_token, token_logprob
+from app.providers.local.engine_batch import Slot, context_length, load_slot
+from app.providers.local.engine_decode import TextState, adjusted, pick_token, token_logprob
 from app.providers.local.engine_types import (
     FinishReason,
     GenerationChunk,
+    GenerationFailed,
     GenerationRequest,
     TokenLogprob,
     Usage,
 )
 from app.providers.local.modeling import default_device
 
-__all__ = ["Engine", "EngineClosed", "GenerationChunk", "GenerationRequest"]
+__all__ = ["Engine", "EngineClosed", "GenerationChunk", "GenerationFailed", "GenerationRequest"]
 
 PREFILL_TOKENS = 512
 ADMIT_WINDOW = 0.01  # seconds: a burst of HTTP requests arrives within a few ms (Engine._take_inbox)
@@ -66,6 +72,11 @@ class _Sequence:
     text: TextState | None = None
     generator: torch.Generator | None = None
     last_token: int = 0
+    counts: Counter[int] = field(default_factory=Counter)  # generated tokens, for the penalties
+
+    def context(self) -> list[int]:
+        """Every token so far: the prompt and what was generated (prefilled again when a batch is rebuilt)."""
+        return [*self.request.prompt_ids, *(self.text.ids if self.text is not None else ())]
 
     def send(self, item: GenerationChunk | BaseException) -> None:
         try:
@@ -102,6 +113,7 @@ class Engine:
         self._device = device or default_device()
         self._inbox: queue.SimpleQueue[_Sequence | None] = queue.SimpleQueue()
         self._tokenizers: dict[str, tuple[Any, threading.Lock]] = {}
+        self._limits: dict[str, tuple[int, int]] = {}  # model -> (context length, vocabulary size)
         self._slots: dict[str, Slot] = {}  # worker thread only
         self._running: dict[str, list[_Sequence]] = {}  # worker thread only
         self._waiting: list[_Sequence] = []  # worker thread only
@@ -123,6 +135,15 @@ class Engine:
         tokenizer, lock = self._tokenizer(model)
         with lock:
             return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def limits(self, model: str) -> tuple[int, int]:
+        """``model``'s context length and vocabulary size (its logits' width), from its config: no weights load."""
+        if model not in self._limits:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(str(self._store.resolve(model)), local_files_only=True)
+            self._limits[model] = (context_length(config), int(config.vocab_size))
+        return self._limits[model]
 
     def encode_chat(self, model: str, messages: list[dict[str, Any]]) -> tuple[int, ...]:
         """A conversation rendered with the model's chat template, ending where the assistant's reply starts."""
@@ -175,6 +196,10 @@ class Engine:
     def running(self) -> int:
         """How many sequences are in a batch right now (a snapshot)."""
         return sum(len(seqs) for seqs in list(self._running.values()))
+
+    def active(self) -> int:
+        """Sequences the worker holds, running or waiting for a place in a batch (a snapshot, for metrics)."""
+        return self.running() + len(self._waiting)
 
     def _ensure_started(self) -> None:
         with self._start_lock:
@@ -250,9 +275,9 @@ class Engine:
             for chunk in _prefill_chunks(batch):
                 try:
                     self._prefill(self._slots[model], chunk, self._running[model])
-                except Exception as error:  # e.g. out of memory: fail these, keep serving
+                except Exception as error:  # joining the batch failed (a bug): fail these, keep serving
                     for seq in chunk:
-                        seq.send(error)
+                        seq.send(_failed(error))
 
     def _slot(self, model: str) -> Slot:
         if model not in self._slots:
@@ -272,13 +297,25 @@ class Engine:
         seq.adapter = slot.adapter_name(request.adapter, in_use)
         seq.text = TextState(slot.tokenizer, slot.tokenizer_lock, request.stop)
         seed = request.seed if request.seed is not None else random.getrandbits(63)
-        seq.generator = torch.Generator().manual_seed(seed)
+        seq.generator = torch.Generator().manual_seed(seed % 2**64)  # any int: torch takes 64 bits
 
     def _prefill(self, slot: Slot, seqs: list[_Sequence], running: list[_Sequence]) -> None:
-        logits = slot.prefill([list(s.request.prompt_ids) for s in seqs], [s.adapter for s in seqs]).cpu()
+        """Prefill ``seqs`` in one pass, send each its next token and add those that go on to ``running``.
+
+        If the pass raises, each sequence is prefilled alone: only one that fails alone gets the error.
+        """
+        try:
+            logits = slot.prefill([s.context() for s in seqs], [s.adapter for s in seqs]).cpu()
+        except Exception as error:  # e.g. out of memory, or one broken adapter among the pass's rows
+            if len(seqs) == 1:
+                seqs[0].send(_failed(error))
+                return
+            for seq in seqs:
+                self._prefill(slot, [seq], running)
+            return
         self.prefill_passes += 1
         best = logits.argmax(dim=-1).tolist()
-        keep = [i for i, s in enumerate(seqs) if self._accept(slot, s, logits[i], best[i])]
+        keep = [i for i, s in enumerate(seqs) if self._accept_guarded(slot, s, logits[i], best[i])]
         slot.join(keep)
         running.extend(seqs[i] for i in keep)
 
@@ -293,26 +330,52 @@ class Engine:
             slot.evict(set())
             return
         assert all(s.text is not None for s in running)
-        logits = slot.step(
-            [s.last_token for s in running],
-            [len(s.request.prompt_ids) + len(s.text.ids) - 1 for s in running if s.text is not None],
-            [s.adapter for s in running],
-        ).cpu()  # one device-to-host copy per step, not one per row
+        try:
+            logits = slot.step(
+                [s.last_token for s in running],
+                [len(s.request.prompt_ids) + len(s.text.ids) - 1 for s in running if s.text is not None],
+                [s.adapter for s in running],
+            ).cpu()  # one device-to-host copy per step, not one per row
+        except Exception:  # e.g. out of memory, or one row's broken adapter: find who fails alone
+            self._rebuild(model)
+            return
         self.decode_steps += 1
         best = logits.argmax(dim=-1).tolist()  # every row's greedy pick in one call
-        keep = [i for i, s in enumerate(running) if self._accept(slot, s, logits[i], best[i])]
+        keep = [i for i, s in enumerate(running) if self._accept_guarded(slot, s, logits[i], best[i])]
         if len(keep) < len(running):
             slot.keep_rows(keep)
             running[:] = [running[i] for i in keep]
 
+    def _rebuild(self, model: str) -> None:
+        """After a failed decode step: the batch's cache is in an unknown state, so empty it and prefill every
+        sequence again alone, on all it has so far; that yields the next token the step would have."""
+        slot, seqs = self._slots[model], self._running[model]
+        slot.keep_rows([])
+        self._running[model] = []
+        for seq in seqs:
+            if not seq.cancelled.is_set():
+                self._prefill(slot, [seq], self._running[model])
+
+    def _accept_guarded(self, slot: Slot, seq: _Sequence, logits: torch.Tensor, greedy: int) -> bool:
+        """:meth:`_accept`, a failure ending this sequence alone."""
+        try:
+            return self._accept(slot, seq, logits, greedy)
+        except Exception as error:
+            seq.send(_failed(error))
+            return False
+
     def _accept(self, slot: Slot, seq: _Sequence, logits: torch.Tensor, greedy: int) -> bool:
-        """Pick (``greedy`` at temperature 0) and send ``seq``'s next token; whether it goes on running."""
+        """Pick (``greedy``, the batch's argmax of this row, when nothing adjusts it) and send ``seq``'s next
+        token; whether it goes on running."""
         request, text, generator = seq.request, seq.text, seq.generator
         assert text is not None and generator is not None
-        if request.temperature == 0:
-            token = greedy
+        scores = adjusted(logits, request, seq.counts)
+        if request.greedy:
+            token = greedy if scores is logits else int(scores.argmax())
         else:
-            token = pick_token(logits, temperature=request.temperature, top_p=request.top_p, generator=generator)
+            token = pick_token(scores, temperature=request.temperature, top_p=request.top_p, generator=generator)
+        if request.frequency_penalty or request.presence_penalty:
+            seq.counts[token] += 1
         logprobs: tuple[TokenLogprob, ...] = ()
         if request.n_logprobs:
             logprobs = (token_logprob(logits, token, request.n_logprobs, lambda i: text.decode([i])),)
@@ -334,7 +397,7 @@ class Engine:
 
     def _fail_batch(self, model: str, error: Exception) -> None:
         for seq in self._running.pop(model, []):
-            seq.send(error)
+            seq.send(_failed(error))
         self._slots[model].keep_rows([])
 
     def _fail_all(self, error: BaseException) -> None:
@@ -349,6 +412,12 @@ class Engine:
                 item.send(EngineClosed("the engine is closed"))
         self._waiting.clear()
         self._running.clear()
+
+
+def _failed(error: Exception) -> GenerationFailed:
+    failure = GenerationFailed(f"the generation failed: {type(error).__name__}: {error}")
+    failure.__cause__ = error
+    return failure
 
 
 def _prefill_chunks(seqs: list[_Sequence]) -> list[list[_Sequence]]:

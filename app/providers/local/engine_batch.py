@@ -44,6 +44,11 @@ def load_slot(base_path: Path, *, dtype: torch.dtype, device: torch.device, max_
     return ModelSlot(model, tokenizer, max_adapters=max_adapters)
 
 
+def context_length(config: Any) -> int:
+    """How many tokens (prompt and completion) a model with this config attends to."""
+    return int(getattr(config, "max_position_embeddings", 2048))
+
+
 class Slot(ABC):
     """A base model, its tokenizer, its loaded adapters and its batch."""
 
@@ -56,7 +61,7 @@ class Slot(ABC):
         generation_eos = getattr(model.generation_config, "eos_token_id", None)
         eos = generation_eos if isinstance(generation_eos, list) else [generation_eos, tokenizer.eos_token_id]
         self.eos_ids = frozenset(int(e) for e in eos if e is not None)
-        self.context_length = int(getattr(model.config, "max_position_embeddings", 2048))
+        self.context_length = context_length(model.config)
 
     # -- adapters -------------------------------------------------------------------------------------------
     def adapter_name(self, path: Path | None, in_use: set[str]) -> str:

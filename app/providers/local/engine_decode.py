@@ -1,26 +1,56 @@
-"""Per-sequence decoding: picking the next token, its logprobs, and turning tokens into safe-to-send text."""
+"""Per-sequence decoding: adjusting the logits, picking the next token, its logprobs, and turning tokens into
+safe-to-send text."""
 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from typing import Any
 
 import torch
 
-from app.providers.local.engine_types import TokenLogprob, TopLogprob
+from app.providers.local.engine_types import GREEDY_BELOW, GenerationRequest, TokenLogprob, TopLogprob
 
 REPLACEMENT = "\ufffd"
 
 
+def adjusted(logits: torch.Tensor, request: GenerationRequest, counts: Counter[int]) -> torch.Tensor:
+    """``logits`` after OpenAI's penalties on the tokens generated so far (``counts``) and the request's
+    ``logit_bias``; the same tensor when the request changes nothing. A bias on a token id beyond the model's
+    logits raises ``IndexError``."""
+    penalised = counts and (request.frequency_penalty or request.presence_penalty)
+    if not (penalised or request.logit_bias):
+        return logits
+    out = logits.float().clone()
+    if penalised:
+        ids = torch.tensor(list(counts), dtype=torch.long)
+        seen = torch.tensor(list(counts.values()), dtype=out.dtype)
+        out.index_add_(0, ids, -(seen * request.frequency_penalty + request.presence_penalty))
+    if request.logit_bias:
+        ids = torch.tensor([token for token, _ in request.logit_bias], dtype=torch.long)
+        bias = torch.tensor([value for _, value in request.logit_bias], dtype=out.dtype)
+        out.index_add_(0, ids, bias)
+    return out
+
+
 def pick_token(logits: torch.Tensor, *, temperature: float, top_p: float, generator: torch.Generator) -> int:
-    """Greedy at temperature 0, else nucleus sampling from ``generator`` (one row of float logits)."""
-    if temperature == 0:
+    """Greedy below :data:`GREEDY_BELOW` (or at ``top_p`` 0), else nucleus sampling from ``generator``.
+
+    Safe for any finite temperature: the logits are shifted so the largest is 0 before dividing, in float64, so
+    every quotient is at most 0 and ``exp`` can only underflow to 0, never overflow to inf (and inf/inf to NaN).
+    """
+    if temperature < GREEDY_BELOW or top_p == 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    top = logits.max()
+    if not torch.isfinite(top):
+        raise ValueError(f"the model's logits are not finite (max {float(top)})")
+    probs = torch.softmax((logits.double() - top.double()) / temperature, dim=-1)
     if top_p < 1:
         sorted_probs, order = probs.sort(descending=True)
-        # Keep the smallest prefix whose mass reaches top_p: a token stays if the mass before it is below top_p.
+        # Keep the smallest prefix whose mass reaches top_p: a token stays if the mass before it is below top_p
+        # (the most likely token always stays).
         keep = (sorted_probs.cumsum(-1) - sorted_probs) < top_p
+        keep[0] = True
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
     return int(torch.multinomial(probs, 1, generator=generator))
 

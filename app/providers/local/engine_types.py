@@ -6,21 +6,33 @@ builds these afterwards, and chunks are created once per token on the hot path.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 FinishReason = Literal["stop", "length"]
 MAX_LOGPROBS = 20
+# Below this temperature sampling is greedy decoding (vLLM's _SAMPLING_EPS): dividing logits by a temperature
+# near zero only sharpens the distribution towards its argmax, and by a tiny enough one overflows.
+GREEDY_BELOW = 1e-5
+MAX_PENALTY = 2.0  # OpenAI's bound on frequency and presence penalties
+MAX_LOGIT_BIAS = 100.0
+
+
+class GenerationFailed(RuntimeError):
+    """This sequence failed inside the engine (its sampling or its forward pass); the others of its batch go on."""
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """One completion to generate: already-encoded prompt tokens (see ``Engine.encode_chat``/``encode_text``).
 
-    ``temperature == 0`` is greedy decoding; ``seed`` makes sampling reproducible per request, whatever else
-    shares the batch. ``n_logprobs`` is OpenAI's completions ``logprobs=N``: the chosen token's logprob and the
-    N most likely alternatives at each position.
+    A temperature below :data:`GREEDY_BELOW` is greedy decoding; ``seed`` (any int) makes sampling reproducible
+    per request, whatever else shares the batch. ``frequency_penalty``, ``presence_penalty`` and ``logit_bias``
+    (token id, bias) change the logits as OpenAI documents, before the pick, greedy or not. ``n_logprobs`` is
+    OpenAI's completions ``logprobs=N``: the chosen token's logprob and the N most likely alternatives at each
+    position, under the model's own distribution.
     """
 
     model: str
@@ -32,6 +44,9 @@ class GenerationRequest:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     n_logprobs: int = 0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         # Fail at the caller (a 4xx upstream), not inside the worker thread where it would abort a whole batch.
@@ -39,14 +54,29 @@ class GenerationRequest:
             raise ValueError("prompt_ids must not be empty")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
-        if self.temperature < 0:
-            raise ValueError("temperature must not be negative")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError("temperature must be finite and not negative")
+        if not 0 <= self.top_p <= 1:
+            raise ValueError("top_p must be in [0, 1]")
+        if not all(-MAX_PENALTY <= p <= MAX_PENALTY for p in (self.frequency_penalty, self.presence_penalty)):
+            raise ValueError(f"penalties must be in [-{MAX_PENALTY}, {MAX_PENALTY}]")
+        if not all(-MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS for _, bias in self.logit_bias):
+            raise ValueError(f"logit_bias values must be in [-{MAX_LOGIT_BIAS}, {MAX_LOGIT_BIAS}]")
+        if any(token < 0 for token, _ in self.logit_bias):
+            raise ValueError("logit_bias keys must be token ids (not negative)")
         if not 0 <= self.n_logprobs <= MAX_LOGPROBS:
             raise ValueError(f"n_logprobs must be in 0..{MAX_LOGPROBS}")
         if any(not s for s in self.stop):
             raise ValueError("stop strings must not be empty")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_BELOW or self.top_p == 0
+
+    @property
+    def adjusts_logits(self) -> bool:
+        """Whether the logits change before the pick (then the batch's shared argmax is not this row's)."""
+        return bool(self.logit_bias) or self.frequency_penalty != 0 or self.presence_penalty != 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.providers.local.base_models import SMOLLM2, TINY, BaseModelStore
-from app.providers.local.engine import Engine, GenerationChunk, GenerationRequest
-from app.providers.local.engine_decode import TextState
+from app.providers.local.engine import Engine, GenerationChunk, GenerationFailed, GenerationRequest
+from app.providers.local.engine_decode import TextState, adjusted, pick_token
 from app.providers.local.engine_lora import UnsupportedAdapter
+from app.providers.local.engine_types import GREEDY_BELOW
 from app.providers.local.generate import complete
 from app.providers.local.modeling import quiet_peft
 
@@ -319,3 +323,160 @@ async def test_a_burst_waking_an_idle_engine_is_prefilled_in_one_pass(store: Bas
         assert engine.decode_steps - steps == 2  # 3 tokens each: one from the prefill, two from shared steps
     finally:
         await engine.close()
+
+
+# --- one sequence never fails another -------------------------------------------------------------------------
+
+
+def adapter_for_another_base(tiny_path: Path, folder: Path) -> Path:
+    """A LoRA adapter whose q_proj A matrices take a wider input than the tiny model's hidden size, as an adapter
+    trained on a bigger base of the same family would: it loads, and fails in the forward pass of its rows."""
+    from safetensors.torch import load_file, save_file
+
+    random_adapter(tiny_path, folder, 5)
+    weights = folder / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    for key in [k for k in tensors if "q_proj.lora_A" in k]:
+        rank, hidden = tensors[key].shape
+        tensors[key] = torch.randn(rank, hidden + 32)
+    save_file(tensors, str(weights))
+    return folder
+
+
+async def drained(engine: Engine) -> bool:
+    """Whether the worker holds no sequence within 2 s (it drops a finished row just after sending its end)."""
+    for _ in range(200):
+        if engine.active() == 0:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def outcome(engine: Engine, request: GenerationRequest) -> list[GenerationChunk] | BaseException:
+    try:
+        return await collect(engine, request)
+    except Exception as error:
+        return error
+
+
+async def test_a_sequence_failing_in_sampling_fails_alone(store: BaseModelStore) -> None:
+    # A logit_bias on a token id past the model's logits passes the request's own checks (the gateway checks
+    # ids against the model) and fails when that row's token is picked, in the middle of a batched prefill.
+    engine = Engine(store, admit_window=0.5)  # the whole burst in one prefill pass with the poisoned row
+    try:
+        healthy = [greedy(engine, p, n_logprobs=2, max_new_tokens=6 + i) for i, p in enumerate(PROMPTS)]
+        # Temperatures so small that logits / temperature overflow: greedy decoding, as temperature 0.
+        tiny = [greedy(engine, PROMPTS[0], temperature=t, n_logprobs=2, max_new_tokens=6) for t in (1e-300, 1e-45)]
+        poisoned = greedy(engine, PROMPTS[1], logit_bias=((10**9, 1.0),))
+        alone = [await collect(engine, r) for r in healthy]
+        passes = engine.prefill_passes
+        together = await asyncio.gather(*(outcome(engine, r) for r in [*healthy, poisoned, *tiny]))
+        assert engine.prefill_passes - passes == 1, "the poisoned row was not in the others' prefill pass"
+        *others, failed, first_tiny, second_tiny = together
+        assert isinstance(failed, GenerationFailed) and isinstance(failed.__cause__, IndexError)
+        assert all(isinstance(o, list) for o in others)
+        assert_same_generations(alone, others)  # type: ignore[arg-type]
+        assert_same_generations([alone[0][:6]] * 2, [first_tiny, second_tiny])  # type: ignore[list-item]
+        assert await drained(engine)
+    finally:
+        await engine.close()
+
+
+async def test_a_failing_prefill_pass_is_retried_prompt_by_prompt(
+    engine: Engine, tiny_path: Path, tmp_path: Path, adapters: list[Path]
+) -> None:
+    broken = adapter_for_another_base(tiny_path, tmp_path / "other-base")
+    choices: list[Path | None] = [None, adapters[0], broken, None]
+    requests = [greedy(engine, p, adapter=a, n_logprobs=2) for p, a in zip(PROMPTS, choices, strict=True)]
+    alone = [await outcome(engine, r) for r in requests]
+    together = await asyncio.gather(*(outcome(engine, r) for r in requests))
+    assert isinstance(alone[2], GenerationFailed) and isinstance(together[2], GenerationFailed)
+    assert_same_generations([alone[i] for i in (0, 1, 3)], [together[i] for i in (0, 1, 3)])  # type: ignore[misc]
+
+
+async def test_a_failing_decode_step_is_redone_sequence_by_sequence(
+    engine: Engine, tiny_path: Path, adapters: list[Path]
+) -> None:
+    choices: list[Path | None] = [None, adapters[1], None]
+    requests = [
+        greedy(engine, p, adapter=a, n_logprobs=2, max_new_tokens=12) for p, a in zip(PROMPTS[:3], choices, strict=True)
+    ]
+    alone = [await collect(engine, r) for r in requests]
+    streams = [engine.generate(r) for r in requests]
+    firsts = [[await anext(s)] for s in streams]  # all three running in one batch now
+    # A fault only a decode step meets: adapters[1]'s weights, as loaded, corrupted in memory.
+    from app.providers.local.engine_lora import LoraModule
+
+    slot: Any = engine._slots[TINY]
+    loaded = slot._loras[slot.adapters[adapters[1].resolve()]]
+    for key, module in list(loaded.items()):
+        loaded[key] = LoraModule(torch.randn(module.a.shape[0] + 8, module.a.shape[1]), module.b, module.scaling)
+    rest = await asyncio.gather(*(outcome_of(s) for s in streams))
+    assert isinstance(rest[1], GenerationFailed)
+    assert_same_generations([alone[0], alone[2]], [firsts[0] + rest[0], firsts[2] + rest[2]])  # type: ignore[operator]
+    assert await drained(engine)
+
+
+async def outcome_of(stream: AsyncIterator[GenerationChunk]) -> list[GenerationChunk] | BaseException:
+    try:
+        return [chunk async for chunk in stream]
+    except Exception as error:
+        return error
+
+
+async def test_logit_bias_and_penalties_change_the_pick(engine: Engine) -> None:
+    def picks(chunks: list[GenerationChunk]) -> list[int]:
+        return [c.token_ids[0] for c in chunks]
+
+    plain = picks(await collect(engine, greedy(engine, PROMPTS[1], max_new_tokens=12)))
+    forced = await collect(engine, greedy(engine, PROMPTS[1], max_new_tokens=4, logit_bias=((42, 100.0),)))
+    assert picks(forced) == [42] * 4
+    banned = await collect(engine, greedy(engine, PROMPTS[1], max_new_tokens=4, logit_bias=((plain[0], -100.0),)))
+    assert banned[0].token_ids[0] != plain[0]
+    # The tiny model repeats one token; OpenAI's penalties make it stop sooner (presence adds to frequency).
+    assert plain == [plain[0]] * 12
+    frequency = picks(await collect(engine, greedy(engine, PROMPTS[1], max_new_tokens=12, frequency_penalty=2.0)))
+    both = picks(
+        await collect(
+            engine, greedy(engine, PROMPTS[1], max_new_tokens=12, frequency_penalty=2.0, presence_penalty=2.0)
+        )
+    )
+    assert 1 <= both.count(plain[0]) < frequency.count(plain[0]) < 12
+
+
+def test_penalties_and_bias_are_openais_arithmetic() -> None:
+    logits = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    request = GenerationRequest(
+        TINY, (1,), frequency_penalty=0.5, presence_penalty=-1.0, logit_bias=((0, 10.0), (3, -100.0))
+    )
+    got = adjusted(logits, request, Counter({1: 3, 3: 1}))
+    # mu[j] - c[j] * frequency - (c[j] > 0) * presence + bias[j]
+    assert got.tolist() == [11.0, 2.0 - 1.5 + 1.0, 3.0, 4.0 - 0.5 + 1.0 - 100.0]
+    assert adjusted(logits, GenerationRequest(TINY, (1,)), Counter({1: 3})) is logits
+
+
+async def test_any_int64_seed_samples_reproducibly(engine: Engine) -> None:
+    for seed in (-(2**63), 2**63 - 1, 2**64 + 5):
+        request = GenerationRequest(TINY, engine.encode_text(TINY, PROMPTS[0]), max_new_tokens=6, seed=seed)
+        first, again = await asyncio.gather(collect(engine, request), collect(engine, request))
+        assert [c.token_ids for c in first] == [c.token_ids for c in again]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    logits=st.lists(st.floats(-1e4, 1e4, width=32), min_size=2, max_size=64),
+    temperature=st.one_of(st.floats(0, 2), st.sampled_from([1e-300, 1e-45, 5e-324, 1e-6, 1e-5])),
+    top_p=st.one_of(st.floats(0, 1), st.just(0.0), st.just(1.0)),
+    seed=st.integers(0, 2**63),
+)
+def test_picking_a_token_never_fails_for_any_accepted_temperature(
+    logits: list[float], temperature: float, top_p: float, seed: int
+) -> None:
+    row = torch.tensor(logits)
+    token = pick_token(row, temperature=temperature, top_p=top_p, generator=torch.Generator().manual_seed(seed))
+    assert 0 <= token < len(logits)
+    if temperature < GREEDY_BELOW or top_p == 0:
+        assert token == int(row.argmax())
+    elif top_p < 1:  # nucleus: the tokens more likely than the pick have less than top_p of the mass together
+        probs = torch.softmax((row.double() - row.max()) / temperature, dim=-1)
+        assert float(probs[probs > probs[token]].sum()) < top_p + 1e-9
