@@ -28,6 +28,7 @@ from app.config import Settings
 from app.kit.netguard import NetworkPolicy
 from app.main import create_app
 from app.migrate import upgrade
+from tests.loopback import FakeDNS, Receiver, receiving
 
 PG_ADMIN_URL = os.environ.get("FTGW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = [b for b in os.environ.get("FTGW_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
@@ -160,6 +161,9 @@ def gateway_settings(database_url: str, data_dir: Path, model_cache: Path, **ove
         "worker_heartbeat_seconds": 0.5,
         "worker_poll_seconds": 0.2,
         "webhook_backoff_seconds": 0.2,
+        # A private install: webhooks reach the tests' receivers on loopback. The public-only default has its own
+        # gateway in tests/webhooks (strict_gateway).
+        "webhook_allow_private_networks": True,
     }
     values.update(overrides)
     return Settings(**values, _env_file=None)  # type: ignore[arg-type]
@@ -167,6 +171,9 @@ def gateway_settings(database_url: str, data_dir: Path, model_cache: Path, **ove
 
 @contextmanager
 def serve(settings: Settings, policy: NetworkPolicy | None = None) -> Iterator[Gateway]:
+    """``settings`` served over HTTP. Names resolve through a :class:`FakeDNS` unless ``policy`` says otherwise:
+    no test gateway ever asks a real DNS server (a user-given URL, fuzzed by schemathesis say, is resolved)."""
+    policy = policy or NetworkPolicy(allow_private=settings.webhook_allow_private_networks, resolver=FakeDNS())
     server = ServerThread(create_app(settings, policy=policy))
     server.start()
     try:
@@ -221,6 +228,25 @@ def tenant(gateway: Gateway) -> Tenant:
 @pytest.fixture
 def other_tenant(gateway: Gateway) -> Tenant:
     return make_tenant(gateway)
+
+
+@pytest.fixture(scope="session")
+def dns() -> FakeDNS:
+    """The names tests map for gateways that share it (tests/webhooks); unknown names do not resolve."""
+    return FakeDNS()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on loopback."""
+    with receiving() as state:
+        yield state
+
+
+@pytest.fixture
+def other_receiver() -> Iterator[Receiver]:
+    with receiving() as state:
+        yield state
 
 
 def wait_until_validated(client: OpenAI, file_id: str, timeout: float = 60) -> FileObject:

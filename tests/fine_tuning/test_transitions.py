@@ -8,12 +8,8 @@ trains, with the webhook received on a loopback receiver.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -27,51 +23,14 @@ from app.fine_tuning.repository import JobRepository
 from app.fine_tuning.service import JobFailure, job_service
 from tests.conftest import Gateway, Tenant, make_tenant
 from tests.fine_tuning.test_training import MODEL, _upload, qa_rows, wait_for
+from tests.loopback import Receiver
 
 CANCELLED = "fine_tuning.job.cancelled"
 
 
-@dataclass
-class Hooks:
-    """A loopback webhook receiver: every POST's body, parsed."""
-
-    url: str = ""
-    received: list[dict[str, object]] = field(default_factory=list)
-
-    def types(self) -> list[object]:
-        return [payload["type"] for payload in self.received]
-
-    def wait_for(self, n: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < n:
-            assert time.monotonic() < deadline, f"{len(self.received)} of {n} webhook calls arrived"
-            time.sleep(0.05)
-
-
-@pytest.fixture
-def hooks() -> Iterator[Hooks]:
-    state = Hooks()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            state.received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-
-
-def _subscribe(gateway: Gateway, tenant: Tenant, hooks: Hooks) -> str:
+def _subscribe(gateway: Gateway, tenant: Tenant, receiver: Receiver) -> str:
     with gateway.http(tenant.key) as http:
-        created = http.post("/v1/webhooks", json={"url": hooks.url})
+        created = http.post("/v1/webhooks", json={"url": receiver.url})
     assert created.status_code == 200, created.text
     return str(created.json()["id"])
 
@@ -161,9 +120,9 @@ async def test_of_racing_transitions_exactly_one_moves_the_job(gateway: Gateway,
 
 
 async def test_a_worker_whose_lease_was_taken_over_cannot_finish_the_job(
-    gateway: Gateway, tenant: Tenant, hooks: Hooks
+    gateway: Gateway, tenant: Tenant, receiver: Receiver
 ) -> None:
-    webhook_id = _subscribe(gateway, tenant, hooks)
+    webhook_id = _subscribe(gateway, tenant, receiver)
     job_id = _queued_job(tenant)
     url = gateway.settings.resolved_database_url
     # Worker A claimed the job, stalled past its lease; worker B took it over.
@@ -207,8 +166,8 @@ async def test_a_worker_whose_lease_was_taken_over_cannot_finish_the_job(
 # --- over HTTP -------------------------------------------------------------------------------------------------------
 
 
-def test_concurrent_cancels_tell_the_outcome_once(gateway: Gateway, tenant: Tenant, hooks: Hooks) -> None:
-    webhook_id = _subscribe(gateway, tenant, hooks)
+def test_concurrent_cancels_tell_the_outcome_once(gateway: Gateway, tenant: Tenant, receiver: Receiver) -> None:
+    webhook_id = _subscribe(gateway, tenant, receiver)
     job_id = _queued_job(tenant)
     start = threading.Barrier(6)
     answers: list[httpx.Response] = []
@@ -227,16 +186,18 @@ def test_concurrent_cancels_tell_the_outcome_once(gateway: Gateway, tenant: Tena
     assert sorted(a.status_code for a in answers) == [200, 400, 400, 400, 400, 400]
     assert {a.json()["error"]["code"] for a in answers if a.status_code == 400} == {"invalid_job_state"}
     assert _messages(tenant.client, job_id).count("Fine-tuning job cancelled") == 1
-    hooks.wait_for(1)
+    receiver.wait(1)
     time.sleep(1.0)  # several dispatcher rounds: a second delivery would have arrived
-    assert hooks.types() == [CANCELLED]
+    assert [p["type"] for p in receiver.payloads()] == [CANCELLED]
     assert len(_deliveries(gateway, tenant, webhook_id)) == 1
 
 
-def test_cancelling_a_running_job_sends_one_event_and_one_webhook(training_gateway: Gateway, hooks: Hooks) -> None:
+def test_cancelling_a_running_job_sends_one_event_and_one_webhook(
+    training_gateway: Gateway, receiver: Receiver
+) -> None:
     tenant = make_tenant(training_gateway)
     client = tenant.client
-    webhook_id = _subscribe(training_gateway, tenant, hooks)
+    webhook_id = _subscribe(training_gateway, tenant, receiver)
     training = _upload(client, qa_rows(60))
     hyper = {"n_epochs": 5, "batch_size": 2, "learning_rate_multiplier": 30}
     job_id = client.fine_tuning.jobs.create(
@@ -254,10 +215,10 @@ def test_cancelling_a_running_job_sends_one_event_and_one_webhook(training_gatew
     while "Training process stopped" not in _messages(client, job_id):
         assert time.monotonic() < deadline, "the worker never recorded the stop"
         time.sleep(0.1)
-    hooks.wait_for(1)
+    receiver.wait(1)
     time.sleep(1.5)  # a second delivery, if one were queued, would arrive within a few dispatcher rounds
-    assert hooks.types() == [CANCELLED]
-    assert hooks.received[0]["data"] == {"id": job_id, "status": "cancelled", "fine_tuned_model": None}
+    assert [p["type"] for p in receiver.payloads()] == [CANCELLED]
+    assert receiver.payloads()[0]["data"] == {"id": job_id, "status": "cancelled", "fine_tuned_model": None}
     assert len(_deliveries(training_gateway, tenant, webhook_id)) == 1
     messages = _messages(client, job_id)
     assert messages.count("Fine-tuning job cancelled") == 1

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,74 +20,7 @@ from app.kit.netguard import NetworkPolicy
 from app.migrate import upgrade
 from tests.conftest import Gateway, Tenant, gateway_settings, make_tenant, new_database, serve, wait_until_validated
 from tests.datasets.factories import chat
-
-
-class FakeDNS:
-    """Names a test maps to addresses (changeable at any time, as DNS answers are); any other name does not exist."""
-
-    def __init__(self) -> None:
-        self.names: dict[str, list[str]] = {}
-        self.asked: list[str] = []
-
-    async def resolve(self, host: str, port: int) -> Sequence[str]:
-        self.asked.append(host)
-        if host not in self.names:
-            raise socket.gaierror(socket.EAI_NONAME, f"{host}: unknown to this test")
-        return self.names[host]
-
-
-@dataclass
-class Receiver:
-    """A loopback HTTP server that records webhook calls and answers ``status`` (the first ``fail_first`` with 500)."""
-
-    url: str = ""
-    port: int = 0
-    status: int = 204
-    headers: dict[str, str] = field(default_factory=dict)
-    fail_first: int = 0
-    calls: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-
-    def wait(self, n: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.calls) < n:
-            assert time.monotonic() < deadline, f"{len(self.calls)} of {n} webhook calls arrived"
-            time.sleep(0.05)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    yield from _receiver()
-
-
-@pytest.fixture
-def other_receiver() -> Iterator[Receiver]:
-    yield from _receiver()
-
-
-def _receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["content-length"]))
-            state.calls.append((dict(self.headers.items()), body))
-            failing = len(state.calls) <= state.fail_first
-            self.send_response(500 if failing else state.status)
-            for name, value in state.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    state.url = f"http://127.0.0.1:{state.port}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+from tests.loopback import FakeDNS
 
 
 @pytest.fixture
@@ -114,11 +44,6 @@ def connections_to(sock: socket.socket) -> int:
             return count
         conn.close()
         count += 1
-
-
-@pytest.fixture(scope="session")
-def dns() -> FakeDNS:
-    return FakeDNS()
 
 
 def _gateway(

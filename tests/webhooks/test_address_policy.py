@@ -12,7 +12,8 @@ import pytest
 
 from app.webhooks.service import CONNECTION_FAILED
 from tests.conftest import Gateway, Tenant
-from tests.webhooks.conftest import FakeDNS, Receiver, cancelled_job, connections_to, deliveries_once
+from tests.loopback import FakeDNS, Receiver
+from tests.webhooks.conftest import cancelled_job, connections_to, deliveries_once
 
 # (URL with {port}, what the refusal must name). Loopback in every spelling a resolver or URL parser accepts.
 REFUSED = [

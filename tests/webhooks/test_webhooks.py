@@ -7,7 +7,8 @@ import time
 
 from app.webhooks.signing import verify
 from tests.conftest import Gateway, Tenant, make_tenant
-from tests.webhooks.conftest import Receiver, cancelled_job, deliveries_once
+from tests.loopback import Receiver
+from tests.webhooks.conftest import cancelled_job, deliveries_once
 
 
 def test_signed_delivery_of_a_cancelled_job(hooks_gateway: Gateway, hooks_tenant: Tenant, receiver: Receiver) -> None:
