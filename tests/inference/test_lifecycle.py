@@ -64,10 +64,11 @@ def test_a_client_that_disconnects_cancels_its_generation(gateway: Gateway, tena
     assert done.usage is not None and done.usage.completion_tokens == 2
 
 
-def test_sigterm_drains_within_the_grace_period(tmp_path: Path, database_url: str, model_cache: Path) -> None:
+def test_sigterm_drains_within_the_grace_period(tmp_path: Path, fresh_database_url: str, model_cache: Path) -> None:
     grace = 2
     env = {
-        "FTGW_DATABASE_URL": database_url,
+        # Its own database (`serve` migrates it): an embedded worker on the shared one would claim other tests' jobs.
+        "FTGW_DATABASE_URL": fresh_database_url,
         "FTGW_BOOTSTRAP_KEY": BOOTSTRAP_KEY,
         "FTGW_TEST_MODELS": "true",
         "FTGW_MODEL_CACHE_DIR": str(model_cache),
