@@ -8,6 +8,7 @@ whose columns have other names (``question,answer``) is mapped with ``--prompt-c
 from __future__ import annotations
 
 import shlex
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -209,6 +210,10 @@ def prepare_data(
         source = file
         if prompt_column is not None and completion_column is not None:
             source = mapped_copy(file, prompt_column, completion_column, Path(scratch))
+        elif output_stem(file) != file.stem:
+            # Preparing qa_prepared.jsonl again rewrites it: read from a copy, never from the file being written.
+            source = Path(scratch) / file.name
+            shutil.copyfile(file, source)
         try:
             report = analyse_file(source, model=model, name=file.name)
             render_report(report, console)
