@@ -78,7 +78,7 @@ _mount()
 def main() -> None:
     """Entry point of the ``ftgw`` script: a :class:`CliError` ends in its one or two lines and its exit code."""
     try:
-        cli()
+        cli(prog_name="ftgw")
     except CliError as exc:
         exc.show(debug=_client.current.debug)
         sys.exit(exc.exit_code)

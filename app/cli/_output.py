@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-ID_COLUMNS = {"id", "model", "fine_tuned_model", "training_file", "name", "alias", "file"}
+# Free text folds to fit the terminal; every other column (ids, names, statuses, times, numbers) keeps its values
+# whole on one line, however narrow the terminal: an id is there to be copied.
+FREE_TEXT = {"filename", "description", "note", "targets", "fallbacks", "metrics", "status_details", "message"}
+FREE_MIN_WIDTH = 12
 
 
 @cache
@@ -62,25 +65,27 @@ def cell(value: Any) -> str:
 
 
 def table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, times: Sequence[str] = ()) -> None:
-    """A table of ``columns``; id-like columns are as wide as their longest value and never wrap, so every id
-    can be copied whole however narrow the terminal (the other columns fold instead)."""
+    """A table of ``columns``. Only free text folds; ids and every other short value stay whole on one line,
+    so a pipe or an 80-column terminal never cuts an id (the table is as wide as they need)."""
     from rich.table import Table
 
-    items = list(rows)
-    grid = Table(*(), show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for name in columns:
-        values = [when(r.get(name)) if name in times else cell(r.get(name)) for r in items]
-        if name in ID_COLUMNS:
-            width = max([len(name), *(len(v) for v in values)])
-            grid.add_column(name, no_wrap=True, min_width=width, overflow="fold")
-        else:
-            grid.add_column(name, overflow="fold")
-    for r in items:
-        grid.add_row(*(when(r.get(n)) if n in times else cell(r.get(n)) for n in columns))
+    items = [{name: when(r.get(name)) if name in times else cell(r.get(name)) for name in columns} for r in rows]
     if not items:
         note("(none)")
         return
-    # Never narrower than the ids need: a pipe or an 80-column terminal must not cut them.
-    out = console()
-    needed = sum((c.min_width or 8) + 1 for c in grid.columns)
-    out.print(grid, width=max(out.width, needed), crop=False)
+    grid = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    needed = 0
+    for name in columns:
+        width = max([len(name), *(len(r[name]) for r in items)])
+        if name in FREE_TEXT:
+            grid.add_column(name, overflow="fold")
+            needed += min(width, FREE_MIN_WIDTH) + 1
+        else:
+            grid.add_column(name, no_wrap=True, min_width=width)
+            needed += width + 1
+    for r in items:
+        grid.add_row(*(r[name] for name in columns))
+    from rich.console import Console
+
+    # A console of its own: print(width=…) may narrow the output but never widen it past the terminal.
+    Console(width=max(console().width, needed), highlight=False).print(grid, crop=False)

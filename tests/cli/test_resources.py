@@ -136,7 +136,7 @@ def test_fine_tunes_list_keeps_ids_whole_in_80_columns_and_piped(
         listed = ok(ftgw("fine-tunes", "list", COLUMNS=columns, **run))
         assert job_id in listed
         files = ok(ftgw("files", "list", COLUMNS=columns, **run))
-        assert file_id in files
+        assert file_id in files and "qa.jsonl" in files  # the id whole, and no column dropped to make room
     shown = ok(ftgw("fine-tunes", "get", "-i", job_id, COLUMNS="80", **run))
     assert f"id                {job_id}" in shown
     as_json = json.loads(ok(ftgw("fine-tunes", "get", "-i", job_id, "--json", **run)))
