@@ -79,10 +79,10 @@ def table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, times: Sequ
         width = max([len(name), *(len(r[name]) for r in items)])
         if name in FREE_TEXT:
             grid.add_column(name, overflow="fold")
-            needed += min(width, FREE_MIN_WIDTH) + 1
+            needed += min(width, FREE_MIN_WIDTH) + 2  # each column is padded by one space a side
         else:
             grid.add_column(name, no_wrap=True, min_width=width)
-            needed += width + 1
+            needed += width + 2
     for r in items:
         grid.add_row(*(r[name] for name in columns))
     from rich.console import Console
