@@ -33,7 +33,7 @@ def test_create_uploads_trains_follows_and_downloads_results(training_gateway: G
     assert "Uploaded file from" in created.stdout
     job_id = re.search(r"Created fine-tuning job: (ftjob-\w+)", created.stdout).group(1)  # type: ignore[union-attr]
     assert "Step 3/3: training loss=" in created.stdout
-    assert "None" not in created.stdout
+    assert "None" not in created.stdout + created.stderr
     model = re.search(r"Job complete! Fine-tuned model: (\S+)", created.stdout).group(1)  # type: ignore[union-attr]
     assert model.startswith(f"ft:{MODEL}:") and ":cli-run:" in model
 
