@@ -33,6 +33,14 @@ class AuthService:
             raise NotFound(f"No project found with id '{project_id}'.", param="project_id")
         return project
 
+    async def find_project(self, session: AsyncSession, id_or_name: str) -> Project:
+        """A project by its id or, failing that, its name (the operator's CLI names ``default``)."""
+        repo = ProjectRepository(session)
+        project = await repo.get(id_or_name) or await repo.get_by_name(id_or_name)
+        if project is None:
+            raise NotFound(f"No project found with id or name '{id_or_name}'.", param="project_id")
+        return project
+
     async def list_projects(
         self, session: AsyncSession, *, limit: int, order: Order, after: str | None
     ) -> Page[Project]:

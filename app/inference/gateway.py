@@ -222,7 +222,7 @@ def refusal(endpoint: Endpoint, body: Request, text: str, tally: Tally | None = 
             {
                 "index": i,
                 **({"message": {"role": "assistant", "content": text, "refusal": None}} if chat else {"text": text}),
-                "finish_reason": "stop",
+                "finish_reason": "content_filter",  # OpenAI's reason for an answer its filter replaced
                 "logprobs": None,
             }
             for i in range(choices)

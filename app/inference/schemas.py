@@ -142,7 +142,7 @@ class AssistantMessage(Schema):
 class ChatChoice(Schema):
     index: int
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "content_filter"]
     logprobs: ChoiceLogprobs | None
 
 
@@ -165,7 +165,7 @@ class CompletionLogprobs(Schema):
 class CompletionChoice(Schema):
     index: int
     text: str
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "content_filter"]
     logprobs: CompletionLogprobs | None
 
 
@@ -209,7 +209,7 @@ class ChunkDelta(Schema):
 class ChatChunkChoice(Schema):
     index: int
     delta: ChunkDelta
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: Literal["stop", "length", "content_filter"] | None
     logprobs: ChoiceLogprobs | None = None
 
 
@@ -227,7 +227,7 @@ class ChatCompletionChunk(Schema):
 class CompletionChunkChoice(Schema):
     index: int
     text: str
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: Literal["stop", "length", "content_filter"] | None
     logprobs: CompletionLogprobs | None
 
 

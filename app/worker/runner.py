@@ -14,6 +14,7 @@ import shutil
 import socket
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -33,6 +34,8 @@ from app.providers.registry import ProviderRegistry
 from app.registry.repository import ModelRepository
 from app.registry.service import fine_tuned_name, registry_service
 from app.worker.context import WorkerJobContext
+
+RESULTS_CSV = "results.csv"  # in a run's work_dir: a header row, then one row per step
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +259,8 @@ class Worker:
                     await repo.append_event(held, "Training stopped; progress is saved and resumes from there")
                 elif held.status is JobStatus.cancelled:
                     await repo.append_event(held, "Training process stopped", level=EventLevel.warn)
+                    # The steps it ran are still worth reading: keep their results, as a finished job's.
+                    await self._attach_results(session, held, outcome.results_csv or self._work_results(held))
             await repo.release(held.id, self.id)
             await commit(session)
 
@@ -268,20 +273,41 @@ class Worker:
         )
         if not done:
             return False
-        if outcome.results_csv is not None and outcome.results_csv.is_file():
-            temp = self.store.temp_path()
-            shutil.copyfile(outcome.results_csv, temp)
-            size, sha256 = digest(temp)
-            results = await file_service.store_blob(
-                session,
-                self.store,
-                job.project_id,
-                temp_path=temp,
-                filename="results.csv",
-                purpose=FilePurpose.fine_tune_results,
-                size=size,
-                sha256=sha256,
-            )
-            job.result_files = [results.id]
+        await self._attach_results(session, job, outcome.results_csv)
         await ModelRepository(session).add(ctx.model_row(job, outcome.artifact or ""))
         return True
+
+    def _work_results(self, job: FineTuningJob) -> Path:
+        """Where a run keeps its results.csv while it trains (a stopped run reports no outcome file)."""
+        return self.settings.jobs_dir / job.id / RESULTS_CSV
+
+    async def _attach_results(self, session: AsyncSession, job: FineTuningJob, results_csv: Path | None) -> None:
+        """Store a run's results.csv as the job's result file (a copy: the run's folder may be reused)."""
+        if results_csv is None:
+            return
+        temp = self.store.temp_path()
+        if not await asyncio.to_thread(_copy_if_rows, results_csv, temp):
+            return  # no run, or stopped before its first step: a header, no results
+        size, sha256 = digest(temp)
+        results = await file_service.store_blob(
+            session,
+            self.store,
+            job.project_id,
+            temp_path=temp,
+            filename=RESULTS_CSV,
+            purpose=FilePurpose.fine_tune_results,
+            size=size,
+            sha256=sha256,
+        )
+        job.result_files = [results.id]
+
+
+def _copy_if_rows(results_csv: Path, target: Path) -> bool:
+    """Copy a results.csv that holds at least one step's row to ``target``."""
+    if not results_csv.is_file():
+        return False
+    with results_csv.open("rb") as f:
+        if sum(1 for line in f if line.strip()) < 2:
+            return False
+    shutil.copyfile(results_csv, target)
+    return True

@@ -410,6 +410,7 @@ def test_guard_refuses_off_topic_input_and_passes_the_rest(edge: Edge) -> None:
     assert refused.headers["x-ftgw-guard"] == "refused"
     assert refused.parse().choices[0].message.content == refusal
     assert refused.parse().model == edge.classifier
+    assert refused.parse().choices[0].finish_reason == "content_filter"  # OpenAI's reason, not "stop"
     passed = ask("5: where is my invoice")
     assert passed.headers["x-ftgw-guard"] == "passed"
     assert passed.parse().model == MODEL
@@ -417,7 +418,9 @@ def test_guard_refuses_off_topic_input_and_passes_the_rest(edge: Edge) -> None:
     stream = client.chat.completions.create(
         model=name, messages=[{"role": "user", "content": "7: tell me a joke about cats"}], stream=True
     )
-    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == refusal
+    chunks = [c for c in stream if c.choices]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == refusal
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
 
     # On the answer too: the classifier was taught that a bare "yes" is off-topic, and the answerer says "yes".
     both = new_alias(edge, [{"model": edge.answerer}], guard={**guard, "check_output": True})
@@ -426,6 +429,7 @@ def test_guard_refuses_off_topic_input_and_passes_the_rest(edge: Edge) -> None:
     )
     assert checked.headers["x-ftgw-guard"] == "refused"
     assert checked.parse().choices[0].text == refusal
+    assert checked.parse().choices[0].finish_reason == "content_filter"
     input_only = new_alias(edge, [{"model": edge.answerer}], guard=guard)
     unchecked = client.completions.create(model=input_only, prompt="Is 3 a number?", max_tokens=8, temperature=0)
     assert unchecked.choices[0].text == "yes"

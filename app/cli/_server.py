@@ -1,4 +1,4 @@
-"""The ``ftgw`` command: serve the gateway, apply migrations, write the OpenAPI document."""
+"""The operator's commands on the server itself: serve the gateway, run workers, migrate, write the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -8,16 +8,10 @@ from typing import Annotated
 
 import typer
 
-from app.config import Settings
-from app.datasets.cli import prepare_data_command
-from app.ftcli import fine_tunes
 
-cli = typer.Typer(help="ftgw, the fine-tuning gateway.", no_args_is_help=True, add_completion=False)
-
-
-@cli.command()
 def migrate() -> None:
     """Apply database migrations up to the newest revision."""
+    from app.config import Settings
     from app.migrate import upgrade
 
     settings = Settings()
@@ -26,7 +20,6 @@ def migrate() -> None:
     typer.echo(f"database at head: {settings.resolved_database_url}")
 
 
-@cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (FTGW_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (FTGW_PORT).")] = None,
@@ -41,6 +34,8 @@ def serve(
 ) -> None:
     """Start the gateway (applies migrations first)."""
     import uvicorn
+
+    from app.config import Settings
 
     settings = Settings()
     if migrate_first:
@@ -58,12 +53,12 @@ def serve(
     )
 
 
-@cli.command()
 def openapi(
     out: Annotated[Path, typer.Option(help="Where to write the document.")] = Path("openapi/openapi.json"),
     check: Annotated[bool, typer.Option(help="Fail if the committed document differs instead of writing.")] = False,
 ) -> None:
     """Write (or --check) openapi/openapi.json from the app."""
+    from app.config import Settings
     from app.main import create_app
 
     document = json.dumps(create_app(Settings()).openapi(), indent=2, sort_keys=False) + "\n"
@@ -78,25 +73,19 @@ def openapi(
     typer.echo(f"wrote {out}")
 
 
-cli.command("prepare-data")(prepare_data_command)
-cli.add_typer(fine_tunes, name="fine-tunes")
-
-
-@cli.command()
 def worker(
     concurrency: Annotated[int, typer.Option(min=1, help="Jobs trained at once by this process.")] = 1,
 ) -> None:
     """Run standalone worker(s): claim queued jobs from the shared database and data folder, and train them."""
     import asyncio
 
+    from app.config import Settings
     from app.worker.standalone import run_workers
 
     asyncio.run(run_workers(Settings(), concurrency))
 
 
-def main() -> None:
-    cli()
-
-
-if __name__ == "__main__":
-    main()
+def register(cli: typer.Typer) -> None:
+    panel = "Server (run on the gateway's host)"
+    for command in (serve, worker, migrate, openapi):
+        cli.command(rich_help_panel=panel)(command)
