@@ -22,7 +22,7 @@ from app.datasets.checks import SEPARATORS, STOP_SEQUENCES
 from app.datasets.errors import DatasetError, IssueCode
 from app.datasets.formats import Example, inspect_example
 from app.datasets.reader import NOTHING, SourceInfo, SourceType, detect_source_type, iter_records
-from app.datasets.report import analyse_file, resolve_tokenizer
+from app.datasets.report import MIN_EXAMPLES, analyse_file, resolve_tokenizer
 from app.datasets.schemas import DatasetReport, Fix, Format, Issue, PrepareResult
 from app.datasets.stats import count_example
 from app.tokenizers import Tokenizer
@@ -116,8 +116,11 @@ def _temp(out_dir: Path, name: str) -> tuple[IO[bytes], Path]:
     return handle, Path(handle.name)
 
 
-def _split_indices(labels: list[int] | None, n: int, fraction: float, seed: int) -> set[int]:
-    """Indices of the validation examples: a seeded sample, per class when labels are given."""
+def _split_indices(
+    labels: list[int] | None, n: int, fraction: float, seed: int, minimum: int = MIN_EXAMPLES
+) -> set[int]:
+    """Indices of the validation examples: a seeded sample, per class when labels are given, topped up to
+    ``minimum`` when the training part keeps at least that many (a smaller file is refused by fine-tuning)."""
     rng = random.Random(seed)
     groups: dict[int, list[int]] = {}
     if labels is None:
@@ -136,6 +139,10 @@ def _split_indices(labels: list[int] | None, n: int, fraction: float, seed: int)
         chosen.add(rng.randrange(n))
     if n >= 2 and len(chosen) == n:
         chosen.discard(next(iter(chosen)))
+    if len(chosen) < minimum <= n - minimum:
+        rest = sorted(set(range(n)) - chosen)
+        rng.shuffle(rest)
+        chosen.update(rest[: minimum - len(chosen)])
     return chosen
 
 
@@ -205,6 +212,12 @@ def prepare_file(
                 warnings=warnings,
             )
         valid = _split_indices(labels, written, split, seed)
+        if min(len(valid), written - len(valid)) < MIN_EXAMPLES:
+            raise DatasetError(
+                f"a {split:.0%} split of {written} examples leaves {written - len(valid)} for training and "
+                f"{len(valid)} for validation; fine-tuning needs at least {MIN_EXAMPLES} in each file",
+                code="split_too_small",
+            )
         train_handle, train_tmp = _temp(out_dir, names[0])
         temps.append(train_tmp)
         valid_handle, valid_tmp = _temp(out_dir, names[1])

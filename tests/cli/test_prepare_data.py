@@ -50,11 +50,25 @@ def test_quiet_accepts_recommended_fixes_and_splits_classification(tmp_path: Pat
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[Y/n]" not in result.stdout
     train, valid = tmp_path / "yn_prepared_train.jsonl", tmp_path / "yn_prepared_valid.jsonl"
-    assert len(read_jsonl(train)) == 24
-    assert len(read_jsonl(valid)) == 6
+    # 20% of 30 would be 6: topped up to the 10 examples a validation file needs to be accepted.
+    assert len(read_jsonl(train)) == 20
+    assert len(read_jsonl(valid)) == 10
     assert read_jsonl(train)[0]["prompt"].endswith("\n\n###\n\n")
     assert f"-t {train} -v {valid}" in result.stdout
     assert "class ' yes': 15" in result.stdout
+
+
+def test_too_few_examples_to_split_are_kept_in_one_file(tmp_path: Path) -> None:
+    labels = [" yes", " no"] * 6
+    rows = [pc(i, prompt=f"Is this even: {i}", completion=label) for i, label in enumerate(labels)]
+    source = write_jsonl(tmp_path / "small.jsonl", rows)
+
+    result = ftgw("prepare-data", "-f", str(source), "-q")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Not splitting off a validation file: 12 examples" in result.stdout
+    assert len(read_jsonl(tmp_path / "small_prepared.jsonl")) == 12
+    assert not (tmp_path / "small_prepared_valid.jsonl").exists()
 
 
 def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:

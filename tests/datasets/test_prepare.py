@@ -9,8 +9,12 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.datasets import DatasetError, Fix, IssueCode, analyse_file, prepare_file, recommended_fixes
+from app.datasets.prepare import _split_indices
+from app.datasets.report import MIN_EXAMPLES
 from tests.datasets.factories import chat, pc, read_jsonl, write_jsonl
 
 RAW_ROWS = [(f"Describe item {i}", f"Widget number {i}") for i in range(12)]
@@ -165,6 +169,38 @@ def test_unstratified_split_of_generation_data(tmp_path: Path) -> None:
     assert result.valid_path is not None and result.train_path is not None
     lines = read_jsonl(result.train_path) + read_jsonl(result.valid_path)
     assert sorted(json.dumps(x) for x in lines) == sorted(json.dumps(chat(i)) for i in range(50))
+
+
+def test_a_small_validation_share_is_topped_up_to_an_acceptable_file(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "g.jsonl", [chat(i) for i in range(30)])
+    result = prepare_file(source, fixes=set(), split=0.2, seed=1, out_dir=tmp_path, stem="g")
+    assert (result.n_train, result.n_valid) == (20, MIN_EXAMPLES)
+
+
+def test_a_split_that_would_leave_a_file_too_small_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "g.jsonl", [chat(i) for i in range(15)])
+    with pytest.raises(DatasetError) as refused:
+        prepare_file(source, fixes=set(), split=0.2, seed=1, out_dir=tmp_path / "out", stem="g")
+    assert refused.value.code == "split_too_small"
+    assert "12 for training and 3 for validation" in refused.value.message
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    labels=st.lists(st.integers(0, 4), min_size=2 * MIN_EXAMPLES, max_size=300),
+    fraction=st.floats(0.01, 0.99),
+    seed=st.integers(0, 2**32),
+)
+def test_split_indices_leave_both_files_big_enough_when_they_can_be(
+    labels: list[int], fraction: float, seed: int
+) -> None:
+    n = len(labels)
+    chosen = _split_indices(labels, n, fraction, seed)
+    assert chosen <= set(range(n))
+    assert len(chosen) >= MIN_EXAMPLES
+    if n - round(n * fraction) >= MIN_EXAMPLES + 5:  # a share that leaves room for training (rounding per class)
+        assert n - len(chosen) >= MIN_EXAMPLES
 
 
 def test_failure_leaves_no_partial_output(tmp_path: Path) -> None:

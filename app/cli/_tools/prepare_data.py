@@ -199,7 +199,7 @@ def prepare_data(
     from app.cli._output import console as get_console
     from app.datasets.errors import DatasetError
     from app.datasets.prepare import prepare_file
-    from app.datasets.report import analyse_file
+    from app.datasets.report import MIN_EXAMPLES, analyse_file
 
     console = get_console()
     if not file.is_file():
@@ -221,9 +221,16 @@ def prepare_data(
                 raise CliError(f"{file} holds no examples to train on.", None, FAILED)
             fixes = _choose_fixes(report, quiet)
             if split is None and report.classification is not None:
-                ask = f"Split into training and validation files ({DEFAULT_SPLIT:.0%} validation)?"
-                if quiet or typer.confirm(ask, default=True):
-                    split = DEFAULT_SPLIT
+                if report.n_valid < 2 * MIN_EXAMPLES:
+                    console.print(
+                        f"Not splitting off a validation file: {plural(report.n_valid, 'example')} cannot make two "
+                        f"files of at least {MIN_EXAMPLES} examples, the smallest fine-tuning takes.",
+                        markup=False,
+                    )
+                else:
+                    ask = f"Split into training and validation files ({DEFAULT_SPLIT:.0%} validation)?"
+                    if quiet or typer.confirm(ask, default=True):
+                        split = DEFAULT_SPLIT
             result = prepare_file(
                 source,
                 fixes=fixes,
