@@ -2,10 +2,12 @@
 
 A run's wall time is its steps, a validation pass and a checkpoint at each epoch end, and the final adapter save.
 Each part is timed as it happens; until a part has happened once, a prior stands in for it: validation is a
-forward pass over the validation tokens (about a third of a training step's cost per token, forward and backward
-being ~1:2), a checkpoint writes the adapter about four times over (checkpoint adapter, the state's adapter,
+forward pass over the validation tokens (about a quarter of a training step's cost per token: no backward pass,
+no optimizer), a checkpoint writes the adapter about four times over (checkpoint adapter, the state's adapter,
 optimizer moments x2), timed once at start-up by :meth:`FinishEstimate.time_adapter_save`. The first step is left
-out of the step mean once there are others: it pays for lazy allocations and warms the caches.
+out of the step mean once there are others: it pays for lazy allocations and warms the caches. (A mean over only
+the newer steps tracks a machine whose load changes sooner, but on shared cores it swung the estimate by more than
+the 20% it is meant to hold.)
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-FORWARD_SHARE = 1 / 3
+FORWARD_SHARE = 0.25
 CHECKPOINT_ADAPTER_WRITES = 4
 
 
