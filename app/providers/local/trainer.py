@@ -291,7 +291,10 @@ def _metrics_dict(m: StepMetrics, valid: ValidationMetrics | None) -> dict[str, 
 def train(spec: TrainSpec, reporter: Reporter, control: Control | None = None) -> TrainOutcome:
     """Run (or resume) the training ``spec`` describes, in this process; returns when done or paused."""
     spec.output_dir.mkdir(parents=True, exist_ok=True)
+    loading = time.monotonic()
+    reporter.on_message("info", f"Loading base model {spec.base_model} and tokenizing the training data")
     run = _Run(spec, reporter)
+    reporter.on_message("info", f"Base model {spec.base_model} loaded in {time.monotonic() - loading:.1f} s")
     hp = run.hp
     progress = run.restore()
     run.prepare_reference()
