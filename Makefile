@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create/update the virtualenv
 
-run: $(STAMP)  ## migrate, then serve on FTGW_HOST:FTGW_PORT (127.0.0.1:8000)
+run: $(STAMP)  ## prepare the default base model (once), migrate, then serve on FTGW_HOST:FTGW_PORT (127.0.0.1:8000)
+	$(BIN)/python -m app.providers.local.prepare
 	$(BIN)/ftgw serve
 
 test: $(STAMP)  ## every test, on SQLite and on PostgreSQL

@@ -6,7 +6,9 @@ import asyncio
 import csv
 import io
 import json
+import math
 import time
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,8 +16,17 @@ from openai import OpenAI
 from openai.types.fine_tuning import FineTuningJob
 
 from app.db import create_engine_from_url, create_sessionmaker, sync_url
+from app.migrate import upgrade
 from app.registry.repository import ModelRepository
-from tests.conftest import Gateway, Tenant, make_tenant, wait_until_validated
+from tests.conftest import (
+    Gateway,
+    Tenant,
+    gateway_settings,
+    make_tenant,
+    new_database,
+    serve,
+    wait_until_validated,
+)
 from tests.openai_schema import assert_matches
 
 MODEL = "tiny-smollm2"
@@ -235,3 +246,41 @@ def test_jobs_wait_for_validation_then_queue_or_fail(training_gateway: Gateway) 
     assert (failed.status, failed.error.param, failed.error.code) == ("failed", "validation_file", "invalid_file")
     assert "line 12" in failed.error.message
     assert wait_for(client, ok_job.id, {"succeeded", "failed"}).status == "succeeded"
+
+
+def test_first_use_of_a_base_model_reports_its_preparation_and_auto_values_reach_the_job(
+    database_url: str, tmp_path: Path
+) -> None:
+    # A fresh model cache: the tiny model is built on the job's first use, which the job's events must say.
+    with new_database(database_url, tmp_path) as url:
+        upgrade(url)
+        settings = gateway_settings(url, tmp_path / "data", tmp_path / "models", embedded_worker=True)
+        with serve(settings) as gateway:
+            client = make_tenant(gateway).client
+            training = _upload(client, qa_rows(30))
+            # Batch left to auto: the job must report the number it trained with.
+            hyper = {"n_epochs": 2, "learning_rate_multiplier": 30}
+            job = client.fine_tuning.jobs.create(
+                model=MODEL,
+                training_file=training,
+                method={"type": "supervised", "supervised": {"hyperparameters": hyper}},
+            )
+            done = wait_for(client, job.id, {"succeeded", "failed", "cancelled"})
+            assert done.status == "succeeded", done.error
+            events = list(reversed(list(client.fine_tuning.jobs.list_events(job.id, limit=100))))
+
+    messages = [e.message for e in events]
+    preparing = messages.index(f"Preparing base model {MODEL} (converting weights, first use only)")
+    ready = next(i for i, m in enumerate(messages) if m.startswith(f"Base model {MODEL} ready in "))
+    first_step = next(i for i, e in enumerate(events) if e.type == "metrics")
+    assert preparing < ready < first_step
+    batch = done.hyperparameters.batch_size
+    assert isinstance(batch, int) and batch >= 1
+    assert done.hyperparameters.n_epochs == 2
+    assert done.method is not None and done.method.supervised is not None
+    assert done.method.supervised.hyperparameters is not None
+    assert done.method.supervised.hyperparameters.batch_size == batch
+    # 30 examples x 2 epochs over at least 20 steps: the rule's floor caps the batch at 3.
+    assert batch <= 3
+    steps = sum(1 for e in events if e.type == "metrics")
+    assert steps == 2 * math.ceil(30 / batch)

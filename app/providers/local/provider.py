@@ -6,6 +6,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import queue
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from app.providers.base import (
     TrainingProvider,
 )
 from app.providers.local.base_models import BaseModelStore, register_local_tokenizers
-from app.providers.local.hyperparams import resolve_hyperparameters
+from app.providers.local.data import load_preferences, load_supervised
+from app.providers.local.hyperparams import DeviceKind, ResolvedHyperparameters, resolve_hyperparameters
 from app.providers.local.process import child_main
 from app.providers.local.spec import ClassificationSettings, Hyperparameters, TrainSpec
 
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 # How long a pausing trainer may take to save its state before it is killed (it then resumes from its checkpoint).
 PAUSE_GRACE_SECONDS = 120.0
 POLL_SECONDS = 0.2
+PREPARE_POLL_SECONDS = 1.0
+# While a base model converts, a job event at least this often says it is still working.
+PREPARE_HEARTBEAT_SECONDS = 10.0
 
 _FORMATS = {("supervised", "chat"), ("supervised", "prompt_completion"), ("dpo", "preference")}
 
@@ -73,10 +78,59 @@ class LocalProvider(TrainingProvider):
     def _artifact(self, path: str | Path) -> str:
         return str(Path(path).resolve().relative_to(self.data_dir))
 
+    async def _base_path(self, name: str, ctx: JobContext) -> Path:
+        """The base model's folder; a first use that must convert weights reports its stages as job events."""
+        if self.store.is_ready(name):
+            return await asyncio.to_thread(self.store.resolve, name)
+        await ctx.event(f"Preparing base model {name} (converting weights, first use only)")
+        started = time.monotonic()
+        stages: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+        def progress(message: str, done: int, total: int) -> None:
+            if done < total:
+                stages.put(f"Preparing base model {name}: {message} ({done + 1}/{total})")
+
+        building = asyncio.ensure_future(asyncio.to_thread(self.store.resolve, name, progress))
+        last_event = time.monotonic()
+        while True:
+            finished, _ = await asyncio.wait({building}, timeout=PREPARE_POLL_SECONDS)
+            while not stages.empty():
+                await ctx.event(stages.get())
+                last_event = time.monotonic()
+            if finished:
+                break
+            if time.monotonic() - last_event >= PREPARE_HEARTBEAT_SECONDS:
+                await ctx.event(f"Preparing base model {name}: still working ({time.monotonic() - started:.0f} s)")
+                last_event = time.monotonic()
+        path = building.result()
+        await ctx.event(f"Base model {name} ready in {time.monotonic() - started:.0f} s")
+        return path
+
+    async def _resolve(self, spec: TrainSpec, base_model: str) -> ResolvedHyperparameters:
+        """The run's hyperparameters, ``auto`` resolved from the training file's tokenized size on this machine."""
+
+        def measure() -> tuple[int, float | None]:
+            try:
+                tokenizer = self.store.tokenizer(base_model)
+                context = self.store.context_length(base_model)
+                if spec.method == "dpo":
+                    pairs, _ = load_preferences(spec.training_file, tokenizer, context)
+                    lengths = [p.n_tokens for p in pairs]
+                else:
+                    seqs, _ = load_supervised(spec.training_file, tokenizer, context)
+                    lengths = [len(s.input_ids) for s in seqs]
+            except Exception:  # the trainer reports what is wrong with the file; resolve something here
+                return _count_examples(spec.training_file), None
+            return len(lengths), sum(lengths) / max(1, len(lengths))
+
+        n_examples, mean_tokens = await asyncio.to_thread(measure)
+        device: DeviceKind = "cuda" if await asyncio.to_thread(_has_cuda) else "cpu"
+        return resolve_hyperparameters(spec, n_examples, mean_tokens, device=device)
+
     async def run(self, job: JobRun, ctx: JobContext) -> RunOutcome:
-        base_path = await asyncio.to_thread(self.store.resolve, job.base_model)
+        base_path = await self._base_path(job.base_model, ctx)
         spec = self.spec(job, base_path)
-        resolved = resolve_hyperparameters(spec, await asyncio.to_thread(_count_examples, job.training_file))
+        resolved = await self._resolve(spec, job.base_model)
         hyperparameters: dict[str, Any] = {
             "n_epochs": resolved.n_epochs,
             "batch_size": resolved.batch_size,
@@ -85,6 +139,8 @@ class LocalProvider(TrainingProvider):
         if job.method == "dpo":
             hyperparameters["beta"] = resolved.beta
         await ctx.resolved_hyperparameters(hyperparameters)
+        # The child trains with exactly these numbers (no second resolution that could differ).
+        spec = spec.model_copy(update={"hyperparameters": spec.hyperparameters.model_copy(update=hyperparameters)})
         job.work_dir.mkdir(parents=True, exist_ok=True)
 
         mp = multiprocessing.get_context("spawn")
@@ -184,6 +240,12 @@ class LocalProvider(TrainingProvider):
                 status="failed", error_code="training_failed", error_message="The training process exited unexpectedly."
             )
         return None
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def _count_examples(path: Path) -> int:

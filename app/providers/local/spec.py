@@ -17,7 +17,7 @@ Auto = Literal["auto"]
 Method = Literal["supervised", "dpo"]
 Precision = Literal["auto", "float32", "bfloat16"]
 
-DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class _Frozen(BaseModel):
@@ -25,10 +25,11 @@ class _Frozen(BaseModel):
 
 
 class LoraSettings(_Frozen):
-    """The adapter's shape. Ignored when continuing from a parent adapter: its own config is kept."""
+    """The adapter's shape (defaults: the ``auto`` choice, see :mod:`app.providers.local.hyperparams`). Ignored when
+    continuing from a parent adapter: its own config is kept."""
 
-    rank: int = Field(default=8, ge=1, le=256)
-    alpha: int = Field(default=16, ge=1)
+    rank: int = Field(default=16, ge=1, le=256)
+    alpha: int = Field(default=32, ge=1)
     # 0 by default: dropout costs a copy of every adapted activation and rarely helps on small LoRA runs.
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS

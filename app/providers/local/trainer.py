@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import time
@@ -32,7 +31,15 @@ from app.providers.local.data import (
     load_supervised,
 )
 from app.providers.local.dpo import cached_reference, dpo_step, dpo_validation
-from app.providers.local.hyperparams import ResolvedHyperparameters, lr_factor, resolve_hyperparameters, steps_per_epoch
+from app.providers.local.eta import FinishEstimate
+from app.providers.local.hyperparams import (
+    DeviceKind,
+    ResolvedHyperparameters,
+    lr_factor,
+    resolve_hyperparameters,
+    steps_per_epoch,
+    usable_cores,
+)
 from app.providers.local.metrics import classification_metrics, classification_mode, summarize
 from app.providers.local.modeling import default_device, load_for_training, resolve_dtype, score_tokens
 from app.providers.local.results import ResultsWriter, columns
@@ -72,17 +79,14 @@ class RunData:
     def n_train(self) -> int:
         return len(self.train_pairs) or len(self.train_sft)
 
+    @property
+    def mean_tokens(self) -> float:
+        return sum(self.example_tokens(i) for i in range(self.n_train)) / max(1, self.n_train)
+
     def example_tokens(self, index: int) -> int:
         if self.train_pairs:
             return self.train_pairs[index].n_tokens
         return len(self.train_sft[index].input_ids)
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _seed_everything(seed: int) -> None:
@@ -126,7 +130,7 @@ class _Run:
 
         self.spec = spec
         self.reporter = reporter
-        torch.set_num_threads(spec.num_threads or _usable_cores())
+        torch.set_num_threads(spec.num_threads or usable_cores())
         # Subnormal floats (tiny gradients through a peaked softmax) run ~100x slower on x86 without this.
         torch.set_flush_denormal(True)
         _seed_everything(spec.seed)
@@ -136,7 +140,9 @@ class _Run:
         context = int(config.get("max_position_embeddings") or 2048)
         self.max_tokens = min(spec.max_tokens_per_example or context, context)
         self.data = _load_data(spec, self.tokenizer, self.max_tokens, reporter)
-        self.hp = resolve_hyperparameters(spec, self.data.n_train)
+        cores = spec.num_threads or usable_cores()
+        kind: DeviceKind = "cuda" if self.device.type == "cuda" else "cpu"
+        self.hp = resolve_hyperparameters(spec, self.data.n_train, self.data.mean_tokens, device=kind, cores=cores)
         self.steps_per_epoch = steps_per_epoch(self.data.n_train, self.hp.batch_size)
         self.total_steps = self.steps_per_epoch * self.hp.n_epochs
         self.fingerprint = _fingerprint(spec, self.hp, self.data.n_train)
@@ -285,7 +291,10 @@ def _metrics_dict(m: StepMetrics, valid: ValidationMetrics | None) -> dict[str, 
 def train(spec: TrainSpec, reporter: Reporter, control: Control | None = None) -> TrainOutcome:
     """Run (or resume) the training ``spec`` describes, in this process; returns when done or paused."""
     spec.output_dir.mkdir(parents=True, exist_ok=True)
+    loading = time.monotonic()
+    reporter.on_message("info", f"Loading base model {spec.base_model} and tokenizing the training data")
     run = _Run(spec, reporter)
+    reporter.on_message("info", f"Base model {spec.base_model} loaded in {time.monotonic() - loading:.1f} s")
     hp = run.hp
     progress = run.restore()
     run.prepare_reference()
@@ -300,8 +309,11 @@ def train(spec: TrainSpec, reporter: Reporter, control: Control | None = None) -
         f"training {run.data.n_train} examples: {hp.n_epochs} epochs x {run.steps_per_epoch} steps, "
         f"batch {hp.batch_size}, learning rate {hp.learning_rate:g}",
     )
+    valid_tokens = sum(len(s.input_ids) for s in run.data.valid_sft) + sum(p.n_tokens for p in run.data.valid_pairs)
+    eta = FinishEstimate(run.total_steps, run.steps_per_epoch, valid_tokens)
+    if progress.step < run.total_steps:
+        eta.time_adapter_save(run.model, spec.output_dir)
     started = last_save = time.monotonic()
-    steps_this_session = 0
     final: dict[str, float] = {}
     while progress.step < run.total_steps:
         if control is not None and control.should_pause():
@@ -309,6 +321,7 @@ def train(spec: TrainSpec, reporter: Reporter, control: Control | None = None) -
             disk.save_state(spec.output_dir, run.model, run.optimizer, run.scheduler, progress)
             reporter.on_message("info", f"paused after step {progress.step}")
             return _outcome("paused", progress, run, results.path, None, checkpoints, final)
+        step_started = time.monotonic()
         batches = epoch_batches(run.data.n_train, hp.batch_size, spec.seed, progress.epoch)
         indices = batches[progress.batch_in_epoch]
         step = progress.step + 1
@@ -320,7 +333,8 @@ def train(spec: TrainSpec, reporter: Reporter, control: Control | None = None) -
         run.optimizer.step()
         run.scheduler.step()
         run.optimizer.zero_grad(set_to_none=True)
-        steps_this_session += 1
+        computed = time.monotonic()
+        eta.step_done(computed - step_started, stats.n_tokens)
         epoch_end = progress.batch_in_epoch + 1 == len(batches)
         example_tokens = sum(run.data.example_tokens(i) for i in indices)
         progress = disk.Progress(
@@ -333,10 +347,12 @@ def train(spec: TrainSpec, reporter: Reporter, control: Control | None = None) -
             elapsed_seconds=progress.elapsed_seconds,
             fingerprint=progress.fingerprint,
         )
+        valid_started = time.monotonic()
         valid = run.validate(step, hp.beta) if epoch_end else None
+        valid_done = time.monotonic()
         if valid is not None:
+            eta.validation_done(valid_done - valid_started)
             reporter.on_validation(valid)
-        per_step = (time.monotonic() - started) / steps_this_session
         metrics = StepMetrics(
             step=step,
             total_steps=run.total_steps,
@@ -347,7 +363,7 @@ def train(spec: TrainSpec, reporter: Reporter, control: Control | None = None) -
             elapsed_tokens=progress.elapsed_tokens,
             elapsed_examples=progress.elapsed_examples,
             learning_rate=lr,
-            estimated_finish_seconds=per_step * (run.total_steps - step),
+            estimated_finish_seconds=eta.remaining_seconds(step, checkpoint_pending=epoch_end),
             valid_loss=valid.loss if valid else None,
             valid_mean_token_accuracy=valid.token_accuracy if valid else None,
             valid_sequence_accuracy=valid.sequence_accuracy if valid else None,
@@ -356,11 +372,12 @@ def train(spec: TrainSpec, reporter: Reporter, control: Control | None = None) -
         results.append(_row(metrics, valid))
         final = _metrics_dict(metrics, valid)
         reporter.on_step(metrics)
+        eta.step_bookkeeping(time.monotonic() - valid_done + valid_started - computed)
         if epoch_end:
             progress = _with_time(progress, started)
             started = last_save = time.monotonic()
-            steps_this_session = 0
             path = disk.save_checkpoint(spec.output_dir, run.model, run.optimizer, run.scheduler, progress, final)
+            eta.checkpoint_done(time.monotonic() - started)
             info = CheckpointInfo(step, metrics.epoch, path, final)
             checkpoints.append(info)
             reporter.on_checkpoint(info)
