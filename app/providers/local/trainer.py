@@ -290,6 +290,15 @@ def _metrics_dict(m: StepMetrics, valid: ValidationMetrics | None) -> dict[str, 
 
 def train(spec: TrainSpec, reporter: Reporter, control: Control | None = None) -> TrainOutcome:
     """Run (or resume) the training ``spec`` describes, in this process; returns when done or paused."""
+    try:
+        return _train(spec, reporter, control)
+    finally:
+        # Flushing subnormals (set by _Run) is process-wide: a run in a caller's process (tests, benchmarks) must not
+        # leave it on for code that needs IEEE arithmetic, as hypothesis's float strategies do.
+        torch.set_flush_denormal(False)
+
+
+def _train(spec: TrainSpec, reporter: Reporter, control: Control | None) -> TrainOutcome:
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     loading = time.monotonic()
     reporter.on_message("info", f"Loading base model {spec.base_model} and tokenizing the training data")
