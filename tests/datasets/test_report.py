@@ -195,3 +195,22 @@ def test_chat_classification_uses_the_last_assistant_message(tmp_path: Path) -> 
     assert report.format is Format.CHAT
     assert report.classification is not None
     assert {c.label: c.count for c in report.classification.classes} == {"yes": 15, "no": 15}
+
+
+@pytest.mark.parametrize(
+    ("labels", "stop"),
+    [((" positive", " negative"), ""), ((" positive END", " negative END"), " END"), ((" active", " passive"), "")],
+)
+def test_labels_that_end_alike_are_not_cut_at_their_shared_letters(
+    tmp_path: Path, labels: tuple[str, str], stop: str
+) -> None:
+    # ' positive' and ' negative' share 'ive': a word fragment, not a stop sequence. Cutting it off made every label
+    # look like several tokens and hid the missing stop sequence.
+    rows = [pc(i, prompt=f"Review {i}\n\n###\n\n", completion=labels[i % 2]) for i in range(40)]
+    report = analyse_file(write_jsonl(tmp_path / "sentiment.jsonl", rows))
+
+    assert report.classification is not None
+    assert report.classification.all_single_token
+    assert [c.label for c in report.classification.classes] == sorted(labels, key=labels.index)
+    stop_suggested = any(s.fix is Fix.ADD_STOP_SEQUENCE for s in report.suggestions)
+    assert stop_suggested == (stop == "")

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from app.datasets.schemas import DatasetReport, Fix, PrepareResult, TokenStats
 
-DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the gateway's default local base model (base_models.DEFAULT_MODEL)
 DEFAULT_SPLIT = 0.2
 PREPARED = "_prepared"
 
@@ -176,6 +176,25 @@ def mapped_copy(file: Path, prompt_column: str, completion_column: str, folder: 
     return target
 
 
+def _counting_model(model: str | None, console: Console) -> str | None:
+    """The model whose tokenizer counts: ``model``, else the gateway's default local model; local models' tokenizers
+    are registered first (offline, from this host's settings). None (OpenAI's cl100k) only when no local model is
+    installed and none was asked for."""
+    from app.tokenizers import encoding_for_model
+
+    if model is not None and encoding_for_model(model) is not None:
+        return model
+    from app.config import Settings
+    from app.providers.local.base_models import BaseModelStore, register_local_tokenizers
+
+    settings = Settings()
+    local = register_local_tokenizers(BaseModelStore(settings.models_cache, settings.local_models_dir))
+    if model is not None or DEFAULT_MODEL in local:
+        return model or DEFAULT_MODEL
+    console.print(f"{DEFAULT_MODEL} is not installed here: counting tokens with cl100k_base.", markup=False)
+    return None
+
+
 def prepare_data(
     file: Annotated[Path, typer.Option("--file", "-f", help="JSONL, JSON, CSV, TSV or XLSX file.")],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Accept every recommended fix without asking.")] = False,
@@ -214,8 +233,9 @@ def prepare_data(
             # Preparing qa_prepared.jsonl again rewrites it: read from a copy, never from the file being written.
             source = Path(scratch) / file.name
             shutil.copyfile(file, source)
+        counted_with = _counting_model(model, console)
         try:
-            report = analyse_file(source, model=model, name=file.name)
+            report = analyse_file(source, model=counted_with, name=file.name)
             render_report(report, console)
             if report.n_examples == 0:
                 raise CliError(f"{file} holds no examples to train on.", None, FAILED)
@@ -238,7 +258,7 @@ def prepare_data(
                 seed=seed,
                 out_dir=out_dir or file.parent,
                 stem=output_stem(file),
-                model=model,
+                model=counted_with,
                 name=file.name,
                 report=report,
             )

@@ -125,9 +125,12 @@ class BaseModelStore:
         return int(config.get("max_position_embeddings") or 2048)
 
     def tokenizer(self, name: str) -> Any:
-        """The model's Hugging Face tokenizer (a ``PreTrainedTokenizerFast``)."""
+        """The model's Hugging Face tokenizer (a ``PreTrainedTokenizerFast``). Counting tokens never waits for a
+        weight conversion: SmolLM2's tokenizer is read from its GGUF while the converted folder does not exist yet."""
         from transformers import AutoTokenizer
 
+        if name == SMOLLM2 and not self.is_ready(name):
+            return _smollm2_tokenizer(None)
         return AutoTokenizer.from_pretrained(str(self.resolve(name)), local_files_only=True)
 
     def _cached(self, name: str, build: Any) -> Path:
