@@ -1,7 +1,7 @@
 """The project reads nothing outside its own tree: a plain clone must build, run and pass its tests.
 
-A static check over every tracked source file of the product and its tests, because CI runs beside a ``../shared``
-folder and would not notice a test that reads it.
+A static check over every tracked source file of the product and its tests, because CI runs beside the workspace's
+shared folder and would not notice a test that reads it.
 """
 
 from __future__ import annotations
