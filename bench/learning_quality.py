@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from anchors import right_padded  # noqa: E402
 from tasks import Task, chat, generation, guard, sentiment, triage  # noqa: E402
 
 SEED = 1234
@@ -73,7 +74,7 @@ def train_anchor(base: Path, data: Path, out: Path, epochs: int) -> tuple[str, f
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from app.providers.local.data import IGNORE, load_supervised
+    from app.providers.local.data import load_supervised
     from app.providers.local.hyperparams import lr_factor
 
     torch.manual_seed(SEED)
@@ -96,15 +97,7 @@ def train_anchor(base: Path, data: Path, out: Path, epochs: int) -> tuple[str, f
         order = torch.randperm(len(seqs), generator=rng).tolist()
         for i in range(0, len(order), batch_size):
             batch = [seqs[j] for j in order[i : i + batch_size]]
-            width = max(len(s.input_ids) for s in batch)
-            ids = torch.full((len(batch), width), pad)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            labels = torch.full((len(batch), width), IGNORE)
-            for row, s in enumerate(batch):
-                n = len(s.input_ids)
-                ids[row, :n] = torch.tensor(s.input_ids)
-                mask[row, :n] = 1
-                labels[row, :n] = torch.tensor(s.labels)
+            ids, mask, labels = right_padded(batch, pad)
             model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()

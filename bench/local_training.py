@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 N_EXAMPLES = 200
@@ -63,11 +64,12 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 def run_plain(base: Path, data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The textbook PEFT loop, sharing only the batch order and schedule with ours (so batches are identical)."""
     import torch
+    from anchors import right_padded
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from app.providers.local.batching import epoch_batches
-    from app.providers.local.data import IGNORE, encode_prompt_completion, read_jsonl
+    from app.providers.local.data import encode_prompt_completion, read_jsonl
     from app.providers.local.hyperparams import BASE_LEARNING_RATE, lr_factor
 
     torch.set_num_threads(args.threads)
@@ -91,15 +93,7 @@ def run_plain(base: Path, data: Path, out: Path, args: argparse.Namespace) -> di
             step += 1
             torch.manual_seed(SEED * 1_000_003 + step)
             batch = [seqs[i] for i in indices]
-            width = max(len(s.input_ids) for s in batch)
-            ids = torch.full((len(batch), width), pad)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            labels = torch.full((len(batch), width), IGNORE)
-            for row, s in enumerate(batch):
-                n = len(s.input_ids)
-                ids[row, :n] = torch.tensor(s.input_ids)
-                mask[row, :n] = 1
-                labels[row, :n] = torch.tensor(s.labels)
+            ids, mask, labels = right_padded(batch, pad)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
