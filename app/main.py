@@ -121,7 +121,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         start(dispatcher.run_forever(), "ftgw-webhooks")
         start(meter.run_forever(settings.usage_flush_seconds), "ftgw-usage")
         if settings.embedded_worker:
-            worker = Worker(settings, sessionmaker, store, providers, wakeup=app.state.worker_wakeup)
+            worker = Worker(
+                settings,
+                sessionmaker,
+                store,
+                providers,
+                wakeup=app.state.worker_wakeup,
+                warm=lambda provider, base_model, artifact: _warm_local(app, provider, base_model, artifact),
+            )
             app.state.worker = worker
             start(worker.run_forever(), "ftgw-worker")
         # Everything loaded so far (frameworks, models) lives as long as the process: keep it out of the cyclic
@@ -139,6 +146,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "inference_engine", None) is not None:
             await app.state.inference_engine.close()
         await engine.dispose()
+
+
+def _warm_local(app: FastAPI, provider: str, base_model: str, artifact: str | None) -> None:
+    """A local job this process trains is likely asked next: load its base model as it starts, its adapter when
+    it succeeds, so the new model's first answer does not wait for either."""
+    catalog: ModelCatalog = app.state.catalog
+    if provider == "local" and catalog.data_dir is not None:
+        local_engine(app.state).warm(base_model, catalog.data_dir / artifact if artifact else None)
 
 
 def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None = None) -> FastAPI:

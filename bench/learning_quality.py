@@ -47,7 +47,7 @@ def build_tasks() -> dict[str, Task]:
     return {
         "sentiment": sentiment(40, 60),
         "guard": guard(40, 60),
-        "triage": triage(60, 60),
+        "triage": triage(100, 60),
         "generation": generation(30, 30),
         "chat": chat(24, 12),
     }

@@ -58,7 +58,7 @@ def served(cache: Path) -> Iterator[tuple[str, str]]:
             "FTGW_MODEL_CACHE_DIR": str(cache),
             "FTGW_PORT": str(port),
             "FTGW_BOOTSTRAP_KEY": key,
-            "FTGW_LOG_LEVEL": "warning",
+            "FTGW_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
         }
         base = f"http://127.0.0.1:{port}"
         with started("ftgw", [sys.executable, "-m", "app.cli", "serve"], Path(data), env) as server:
@@ -83,14 +83,15 @@ def through_gateway(base_url: str, key: str, rows: list[dict[str, str]], epochs:
     eta_error: float | None = None
     tenth_seen: tuple[float, float] | None = None  # (when, the estimated finish as a unix time)
     while True:
+        # The events first: the job read after them carries an estimate at least as new as the step they show.
+        steps = [e for e in client.fine_tuning.jobs.list_events(job.id, limit=5).data if e.type == "metrics"]
         job = client.fine_tuning.jobs.retrieve(job.id)
         if job.status in ("succeeded", "failed", "cancelled"):
             break
-        if tenth_seen is None and job.estimated_finish:
-            steps = [e for e in client.fine_tuning.jobs.list_events(job.id, limit=5).data if e.type == "metrics"]
-            data_ = steps[0].data if steps else None
-            total = int(data_.get("total_steps") or 0) if isinstance(data_, dict) else 0
-            if isinstance(data_, dict) and total and int(data_["step"]) >= 0.1 * total:
+        data_ = steps[0].data if steps else None
+        if tenth_seen is None and job.estimated_finish and isinstance(data_, dict):
+            total = int(data_.get("total_steps") or 0)
+            if total and int(data_["step"]) >= 0.1 * total:
                 tenth_seen = (time.time(), float(job.estimated_finish))
         time.sleep(0.25)
     finished_wall = time.time()

@@ -87,7 +87,9 @@ class WorkerJobContext:
         async def apply(repo: JobRepository, job: FineTuningJob) -> None:
             await repo.append_event(job, message, type_=EventType.metrics, data=metrics.data())
             if metrics.estimated_finish_seconds is not None and job.status is JobStatus.running:
-                job.estimated_finish = utcnow() + timedelta(seconds=metrics.estimated_finish_seconds)
+                # To the nearest second: the API gives whole Unix seconds, and truncating would make it early.
+                finish = utcnow() + timedelta(seconds=metrics.estimated_finish_seconds + 0.5)
+                job.estimated_finish = finish.replace(microsecond=0)
             if metrics.elapsed_tokens is not None:
                 job.trained_tokens = metrics.elapsed_tokens
 

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from app.fine_tuning.repository import JobRepository
 from app.fine_tuning.service import JobFailure, job_service
 from app.providers.base import Classification, JobRun, RunOutcome, StopReason
 from app.providers.registry import ProviderRegistry
+from app.registry.models import FineTunedModel
 from app.registry.repository import ModelRepository
 from app.registry.service import fine_tuned_name, registry_service
 from app.worker.context import WorkerJobContext
@@ -38,6 +40,9 @@ from app.worker.context import WorkerJobContext
 RESULTS_CSV = "results.csv"  # in a run's work_dir: a header row, then one row per step
 
 log = logging.getLogger(__name__)
+
+# (provider, base model, the fine-tuned model's artifact or None): see Worker.__init__.
+Warm = Callable[[str, str, str | None], None]
 
 
 def new_worker_id() -> str:
@@ -54,7 +59,11 @@ class Worker:
         *,
         worker_id: str | None = None,
         wakeup: asyncio.Event | None = None,
+        warm: Warm | None = None,
     ) -> None:
+        """``warm`` hears of the models this worker's jobs are about to make worth serving: a job's base model as
+        it starts, the fine-tuned model once it is committed (the embedded worker warms the local engine with
+        them, so the new model's first answer does not wait seconds for weights to load)."""
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.store = store
@@ -63,6 +72,7 @@ class Worker:
         self.wakeup = wakeup or asyncio.Event()
         self.lease = timedelta(seconds=settings.worker_lease_seconds)
         self.current: WorkerJobContext | None = None
+        self.warm = warm
 
     async def run_forever(self) -> None:
         log.info("worker %s started (providers: %s)", self.id, ", ".join(self.providers.names()))
@@ -184,6 +194,7 @@ class Worker:
                 await repo.release(held.id, self.id)
                 await commit(session)
                 return
+            self._warm(held.provider, held.base_model, None)
             try:
                 run = await self._job_run(session, held)
             except FileNotFoundError as exc:
@@ -244,8 +255,10 @@ class Worker:
             if outcome.hyperparameters:
                 held.hyperparameters = {**held.hyperparameters, **outcome.hyperparameters}
             finished = False
+            model: FineTunedModel | None = None
             if outcome.status == "succeeded":
-                finished = await self._succeed(session, held, outcome, ctx)
+                model = await self._succeed(session, held, outcome, ctx)
+                finished = model is not None
             elif outcome.status == "failed":
                 failure = JobFailure(
                     outcome.error_code or "training_failed",
@@ -263,19 +276,30 @@ class Worker:
                     await self._attach_results(session, held, outcome.results_csv or self._work_results(held))
             await repo.release(held.id, self.id)
             await commit(session)
+        if model is not None:
+            self._warm(model.provider, model.base_model, model.artifact)
+
+    def _warm(self, provider: str, base_model: str, artifact: str | None) -> None:
+        if self.warm is None:
+            return
+        try:
+            self.warm(provider, base_model, artifact)
+        except Exception:  # only an optimisation: the job runs (or is done) either way
+            log.exception("worker %s: warming %s failed", self.id, base_model)
 
     async def _succeed(
         self, session: AsyncSession, job: FineTuningJob, outcome: RunOutcome, ctx: WorkerJobContext
-    ) -> bool:
+    ) -> FineTunedModel | None:
         """Complete the job with this run's model and results, if it is still this worker's running job."""
         done = await job_service.succeed(
             session, job, worker_id=self.id, fine_tuned_model=ctx.model_name, trained_tokens=outcome.trained_tokens
         )
         if not done:
-            return False
+            return None
         await self._attach_results(session, job, outcome.results_csv)
-        await ModelRepository(session).add(ctx.model_row(job, outcome.artifact or ""))
-        return True
+        model = ctx.model_row(job, outcome.artifact or "")
+        await ModelRepository(session).add(model)
+        return model
 
     def _work_results(self, job: FineTuningJob) -> Path:
         """Where a run keeps its results.csv while it trains (a stopped run reports no outcome file)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import fcntl
 import io
 import json
 import math
@@ -91,6 +92,14 @@ def test_prompt_completion_job_trains_and_produces_a_model(training_gateway: Gat
     assert [c.step_number for c in checkpoints] == [12, 6]
     assert checkpoints[0].fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-12"
     assert checkpoints[0].metrics.train_loss is not None
+
+    # The embedded worker warmed the gateway's engine with the new model (base weights as the job started, the
+    # adapter once it succeeded): its first answer waits for no load. Nothing has asked for it yet.
+    engine = training_gateway.app.state.inference_engine
+    deadline = time.monotonic() + 60
+    while not any(job.id in str(path) for path in engine.loaded_adapters(MODEL)):
+        assert time.monotonic() < deadline, engine.loaded_adapters(MODEL)
+        time.sleep(0.1)
 
     model_ids = [m.id for m in client.models.list()]
     assert done.fine_tuned_model in model_ids
@@ -280,7 +289,49 @@ def test_first_use_of_a_base_model_reports_its_preparation_and_auto_values_reach
     assert done.method is not None and done.method.supervised is not None
     assert done.method.supervised.hyperparameters is not None
     assert done.method.supervised.hyperparameters.batch_size == batch
-    # 30 examples x 2 epochs over at least 20 steps: the rule's floor caps the batch at 3.
-    assert batch <= 3
+    # 30 examples x 2 epochs over at least 30 steps: the rule's floor caps the batch at 2.
+    assert batch <= 2
     steps = sum(1 for e in events if e.type == "metrics")
     assert steps == 2 * math.ceil(30 / batch)
+
+
+def test_a_job_cancelled_while_its_base_model_is_prepared_stops_at_once(database_url: str, tmp_path: Path) -> None:
+    # Another process converting the same base model holds the cache's lock: the job waits in "Preparing". A cancel
+    # must end it now, not after the (here endless) conversion; the conversion goes on for the next job.
+    models = tmp_path / "models"
+    models.mkdir()
+    with new_database(database_url, tmp_path) as url, (models / f".{MODEL}.lock").open("a") as lock:
+        upgrade(url)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        settings = gateway_settings(url, tmp_path / "data", models, embedded_worker=True)
+        with serve(settings) as gateway:
+            client = make_tenant(gateway).client
+            training = _upload(client, qa_rows(12))
+            job = client.fine_tuning.jobs.create(model=MODEL, training_file=training)
+            deadline = time.monotonic() + 60
+            while not any(
+                e.message.startswith("Preparing base model") for e in client.fine_tuning.jobs.list_events(job.id)
+            ):
+                assert time.monotonic() < deadline, "the job never started preparing its base model"
+                time.sleep(0.1)
+            cancelled_at = time.monotonic()
+            assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+            deadline = time.monotonic() + 30
+            while not any(e.message.startswith("Stopped waiting") for e in client.fine_tuning.jobs.list_events(job.id)):
+                assert time.monotonic() < deadline, "the worker kept waiting for the conversion"
+                time.sleep(0.1)
+            stopped_after = time.monotonic() - cancelled_at
+            # The worker is free again while the lock is still held: a second job gets as far as preparing.
+            second = client.fine_tuning.jobs.create(model=MODEL, training_file=training)
+            deadline = time.monotonic() + 60
+            while not any(
+                e.message.startswith("Preparing base model") for e in client.fine_tuning.jobs.list_events(second.id)
+            ):
+                assert time.monotonic() < deadline, "the worker never took the next job"
+                time.sleep(0.1)
+            fcntl.flock(lock, fcntl.LOCK_UN)  # the other "process" is done: the model builds, the second job trains
+            done = wait_for(client, second.id, {"succeeded", "failed", "cancelled"})
+            assert done.status == "succeeded", done.error
+            assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+            assert not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=100))
+    assert stopped_after < 10

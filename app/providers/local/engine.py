@@ -23,6 +23,7 @@ Use::
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import random
 import threading
@@ -47,9 +48,12 @@ from app.providers.local.engine_types import (
     TokenLogprob,
     Usage,
 )
+from app.providers.local.hf import LOADING
 from app.providers.local.modeling import default_device
 
 __all__ = ["Engine", "EngineClosed", "GenerationChunk", "GenerationFailed", "GenerationRequest"]
+
+log = logging.getLogger(__name__)
 
 PREFILL_TOKENS = 512
 ADMIT_WINDOW = 0.01  # seconds: a burst of HTTP requests arrives within a few ms (Engine._take_inbox)
@@ -85,6 +89,14 @@ class _Sequence:
             self.cancelled.set()
 
 
+@dataclass(frozen=True, slots=True)
+class _Warm:
+    """Load a base model (and an adapter) ahead of its first request: see :meth:`Engine.warm`."""
+
+    model: str
+    adapter: Path | None
+
+
 class Engine:
     """Serves :class:`GenerationRequest` streams from local base models plus LoRA adapter folders.
 
@@ -111,7 +123,7 @@ class Engine:
         self._admit_window = admit_window
         self._dtype = dtype
         self._device = device or default_device()
-        self._inbox: queue.SimpleQueue[_Sequence | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[_Sequence | _Warm | None] = queue.SimpleQueue()
         self._tokenizers: dict[str, tuple[Any, threading.Lock]] = {}
         self._limits: dict[str, tuple[int, int]] = {}  # model -> (context length, vocabulary size)
         self._slots: dict[str, Slot] = {}  # worker thread only
@@ -126,6 +138,8 @@ class Engine:
 
     # -- encoding (callers apply templates here, then build a request) -----------------------------------------
     def _tokenizer(self, model: str) -> tuple[Any, threading.Lock]:
+        if model not in self._tokenizers and (slot := self._slots.get(model)) is not None:
+            self._tokenizers[model] = (slot.tokenizer, slot.tokenizer_lock)  # loaded with the weights already
         if model not in self._tokenizers:
             self._tokenizers[model] = (self._store.tokenizer(model), threading.Lock())
         return self._tokenizers[model]
@@ -139,9 +153,11 @@ class Engine:
     def limits(self, model: str) -> tuple[int, int]:
         """``model``'s context length and vocabulary size (its logits' width), from its config: no weights load."""
         if model not in self._limits:
-            from transformers import AutoConfig
+            folder = self._store.resolve(model)
+            with LOADING:
+                from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(str(self._store.resolve(model)), local_files_only=True)
+                config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
             self._limits[model] = (context_length(config), int(config.vocab_size))
         return self._limits[model]
 
@@ -171,6 +187,15 @@ class Engine:
         finally:
             # Also reached when the consumer stops early (aclose, task cancelled): the worker drops the row.
             seq.cancelled.set()
+
+    def warm(self, model: str, adapter: Path | None = None) -> None:
+        """Load ``model``'s weights and tokenizer (and ``adapter``) on the engine's thread now, without waiting, so
+        the first request for it does not pay for the load (seconds on a CPU). Called when a local fine-tune
+        succeeds in this process. A load that fails is only logged: a request for the model reports the error."""
+        if self._closed:
+            return
+        self._ensure_started()
+        self._inbox.put(_Warm(model, adapter))
 
     async def close(self) -> None:
         """Stop the worker thread; requests still running end with :class:`EngineClosed`."""
@@ -249,6 +274,9 @@ class Engine:
                 return True
             if item is None:
                 return False
+            if isinstance(item, _Warm):
+                self._warm(item)
+                continue
             self._waiting.append(item)
             if idle:
                 idle, deadline = False, time.monotonic() + self._admit_window
@@ -278,6 +306,17 @@ class Engine:
                 except Exception as error:  # joining the batch failed (a bug): fail these, keep serving
                     for seq in chunk:
                         seq.send(_failed(error))
+
+    def _warm(self, item: _Warm) -> None:
+        started = time.monotonic()
+        try:
+            slot = self._slot(item.model)
+            in_use = {seq.adapter for seq in self._running.get(item.model, [])}
+            slot.adapter_name(item.adapter, in_use)
+        except Exception:
+            log.warning("warming %s (adapter %s) failed", item.model, item.adapter, exc_info=True)
+            return
+        log.info("warmed %s (adapter %s) in %.1f s", item.model, item.adapter, time.monotonic() - started)
 
     def _slot(self, model: str) -> Slot:
         if model not in self._slots:
@@ -408,7 +447,7 @@ class Engine:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 break
-            if item is not None:
+            if isinstance(item, _Sequence):
                 item.send(EngineClosed("the engine is closed"))
         self._waiting.clear()
         self._running.clear()

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from app.providers.local.engine_llama import LlamaRunner, LoraGroups, supports
 from app.providers.local.engine_lora import LoraWeights, load_lora
+from app.providers.local.hf import LOADING
 from app.providers.local.modeling import load_base, quiet_peft
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
@@ -35,10 +36,12 @@ MIN_SHARED_PREFIX = 16
 
 def load_slot(base_path: Path, *, dtype: torch.dtype, device: torch.device, max_adapters: int) -> Slot:
     """The fastest slot that serves this model exactly."""
-    from transformers import AutoTokenizer
+    with LOADING:
+        from transformers import AutoTokenizer, DynamicCache  # DynamicCache: resolved here, used by decode steps
 
-    tokenizer = AutoTokenizer.from_pretrained(str(base_path), local_files_only=True)
-    model = load_base(base_path, dtype, device, packed=False).eval()
+        del DynamicCache
+        tokenizer = AutoTokenizer.from_pretrained(str(base_path), local_files_only=True)
+        model = load_base(base_path, dtype, device, packed=False).eval()
     if supports(model.config):
         return LlamaSlot(model, tokenizer, max_adapters=max_adapters)
     return ModelSlot(model, tokenizer, max_adapters=max_adapters)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from app.providers.local.data import render_prompt
+from app.providers.local.hf import LOADING
 from app.providers.local.modeling import quiet_peft
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,12 +22,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @lru_cache(maxsize=4)
 def _load(base_path: Path, adapter_path: Path | None) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    with LOADING:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(base_path), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(base_path), dtype=torch.float32, local_files_only=True, attn_implementation="sdpa"
-    )
+        tokenizer = AutoTokenizer.from_pretrained(str(base_path), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(base_path), dtype=torch.float32, local_files_only=True, attn_implementation="sdpa"
+        )
     if adapter_path is not None:
         from peft import PeftModel
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from app.providers.local.batching import PackedBatch
+from app.providers.local.hf import LOADING
 from app.providers.local.spec import LoraSettings, Precision
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -110,16 +111,17 @@ def default_device() -> torch.device:
 
 def load_base(base_path: Path, dtype: torch.dtype, device: torch.device, *, packed: bool = True) -> Any:
     """The base causal LM from a local folder (never the network)."""
-    from transformers import AutoModelForCausalLM
+    with LOADING:
+        from transformers import AutoModelForCausalLM
 
-    if packed:
-        register_packed_attention()
-    model = AutoModelForCausalLM.from_pretrained(
-        str(base_path),
-        dtype=dtype,
-        local_files_only=True,
-        attn_implementation=PACKED_ATTENTION if packed else "sdpa",
-    )
+        if packed:
+            register_packed_attention()
+        model = AutoModelForCausalLM.from_pretrained(
+            str(base_path),
+            dtype=dtype,
+            local_files_only=True,
+            attn_implementation=PACKED_ATTENTION if packed else "sdpa",
+        )
     model.config.use_cache = False
     return model.to(device)  # type: ignore[arg-type]
 

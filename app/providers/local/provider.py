@@ -78,8 +78,11 @@ class LocalProvider(TrainingProvider):
     def _artifact(self, path: str | Path) -> str:
         return str(Path(path).resolve().relative_to(self.data_dir))
 
-    async def _base_path(self, name: str, ctx: JobContext) -> Path:
-        """The base model's folder; a first use that must convert weights reports its stages as job events."""
+    async def _base_path(self, name: str, ctx: JobContext) -> Path | StopReason:
+        """The base model's folder; a first use that must convert weights reports its stages as job events.
+
+        A job cancelled, paused or taken away meanwhile stops waiting at once (the reason is returned); the
+        conversion itself finishes in the background, so the next job finds the model ready."""
         if self.store.is_ready(name):
             return await asyncio.to_thread(self.store.resolve, name)
         await ctx.event(f"Preparing base model {name} (converting weights, first use only)")
@@ -99,6 +102,10 @@ class LocalProvider(TrainingProvider):
                 last_event = time.monotonic()
             if finished:
                 break
+            stop = ctx.stop_requested()
+            if stop is not None:
+                await ctx.event(f"Stopped waiting for base model {name}; its preparation finishes in the background")
+                return stop
             if time.monotonic() - last_event >= PREPARE_HEARTBEAT_SECONDS:
                 await ctx.event(f"Preparing base model {name}: still working ({time.monotonic() - started:.0f} s)")
                 last_event = time.monotonic()
@@ -129,6 +136,8 @@ class LocalProvider(TrainingProvider):
 
     async def run(self, job: JobRun, ctx: JobContext) -> RunOutcome:
         base_path = await self._base_path(job.base_model, ctx)
+        if isinstance(base_path, StopReason):
+            return _stopped_before_training(base_path)
         spec = self.spec(job, base_path)
         resolved = await self._resolve(spec, job.base_model)
         hyperparameters: dict[str, Any] = {
@@ -240,6 +249,15 @@ class LocalProvider(TrainingProvider):
                 status="failed", error_code="training_failed", error_message="The training process exited unexpectedly."
             )
         return None
+
+
+def _stopped_before_training(reason: StopReason) -> RunOutcome:
+    """How a run that never started its trainer ends: nothing to save, so a pause simply waits to start again."""
+    if reason is StopReason.cancel:
+        return RunOutcome(status="cancelled")
+    if reason is StopReason.pause:
+        return RunOutcome(status="paused")
+    return RunOutcome(status="interrupted")
 
 
 def _has_cuda() -> bool:

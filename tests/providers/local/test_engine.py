@@ -196,6 +196,20 @@ async def test_lru_unloads_adapters_beyond_the_bound(store: BaseModelStore, adap
         await engine.close()
 
 
+async def test_warm_loads_a_model_and_its_adapter_before_any_request(
+    engine: Engine, store: BaseModelStore, adapters: list[Path], tmp_path: Path
+) -> None:
+    engine.warm(TINY, tmp_path / "no-such-adapter")  # fails on the engine's thread: logged, nobody else hurt
+    engine.warm(TINY, adapters[1])
+    deadline = asyncio.get_running_loop().time() + 60
+    while engine.loaded_adapters(TINY) != [adapters[1].resolve()]:
+        assert asyncio.get_running_loop().time() < deadline, engine.loaded_adapters(TINY)
+        await asyncio.sleep(0.05)
+    assert (engine.prefill_passes, engine.decode_steps) == (0, 0)  # loaded, nothing generated
+    answer = await collect(engine, greedy(engine, PROMPTS[1], adapter=adapters[1]))
+    assert text_of(answer) == complete(store.resolve(TINY), adapters[1], PROMPTS[1], max_new_tokens=10)
+
+
 async def test_a_cancelled_consumer_frees_its_slot(engine: Engine) -> None:
     stream = engine.generate(greedy(engine, PROMPTS[0], max_new_tokens=1500))
     assert [await anext(stream) for _ in range(2)]

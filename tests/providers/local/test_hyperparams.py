@@ -37,8 +37,8 @@ def spec(**hp: object) -> TrainSpec:
 @pytest.mark.parametrize(
     ("n_examples", "mean_tokens", "epochs", "batch"),
     [
-        (40, 25.0, 3, 6),  # 120 example-steps over >= 20 steps
-        (250, 25.0, 3, 37),  # the step floor binds before the token budget (40)
+        (40, 25.0, 3, 4),  # 120 example-steps over >= 30 steps
+        (250, 25.0, 3, 25),  # the step floor binds before the token budget (40)
         (2000, 25.0, 3, 40),  # 1024 tokens / 25
         (2000, 300.0, 3, 3),  # long examples: fewer per step
         (20_000, 10.0, 1, 64),  # the cap
