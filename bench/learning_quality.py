@@ -15,9 +15,10 @@ For each task, in the same run:
 Scored afterwards by the same float32 PEFT code: classification is the greedy first token of the answer against
 the label's first token; generation is the share of held-out prompts whose greedy answer (at most 32 tokens)
 contains the trained stop marker. Targets: sentiment and guard >= 0.98, triage >= 0.85, each >= the anchor;
-stop marker >= 0.95.
+stop marker >= 0.95. One seed moves a score by a test sentence or three: ``--seeds 3`` trains each side three
+times (seeds 1234-1236) and prints the mean and each score.
 
-    PYTHONPATH=. .venv/bin/python bench/learning_quality.py [--tasks sentiment,guard,...] [--no-anchor]
+    PYTHONPATH=. .venv/bin/python bench/learning_quality.py [--tasks sentiment,guard,...] [--no-anchor] [--seeds N]
 """
 
 from __future__ import annotations
@@ -58,17 +59,17 @@ def write(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def train_ours(base: Path, data: Path, out: Path) -> tuple[str, float]:
+def train_ours(base: Path, data: Path, out: Path, seed: int = SEED) -> tuple[str, float]:
     from app.providers.local.spec import NullReporter, TrainSpec
     from app.providers.local.trainer import train
 
-    spec = TrainSpec(base_model="smollm2-135m-instruct", base_path=base, training_file=data, output_dir=out, seed=SEED)
+    spec = TrainSpec(base_model="smollm2-135m-instruct", base_path=base, training_file=data, output_dir=out, seed=seed)
     started = time.perf_counter()
     outcome = train(spec, NullReporter())
     return str(outcome.adapter_path), time.perf_counter() - started
 
 
-def train_anchor(base: Path, data: Path, out: Path, epochs: int) -> tuple[str, float]:
+def train_anchor(base: Path, data: Path, out: Path, epochs: int, seed: int = SEED) -> tuple[str, float]:
     """The textbook loop at OpenAI's auto batch for small files (1), float32, right padding."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -77,7 +78,7 @@ def train_anchor(base: Path, data: Path, out: Path, epochs: int) -> tuple[str, f
     from app.providers.local.data import load_supervised
     from app.providers.local.hyperparams import lr_factor
 
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     seqs, _ = load_supervised(data, tokenizer, 2048)
     model = get_peft_model(
@@ -90,7 +91,7 @@ def train_anchor(base: Path, data: Path, out: Path, epochs: int) -> tuple[str, f
     total = epochs * -(-len(seqs) // batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, 0.03))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rng = torch.Generator().manual_seed(SEED)
+    rng = torch.Generator().manual_seed(seed)
     model.train()
     started = time.perf_counter()
     for _ in range(epochs):
@@ -142,10 +143,19 @@ def score(base: Path, adapter: str, task: Task) -> float:
     return good / len(task.test)
 
 
+def _summary(scores: list[float]) -> str:
+    """The mean, and each seed's score when there are several."""
+    mean = sum(scores) / len(scores)
+    return f"{mean:.3f}" if len(scores) == 1 else f"{mean:.3f} {[round(s, 3) for s in scores]}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="sentiment,guard,triage,generation,chat")
     parser.add_argument("--no-anchor", action="store_true")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="train each side with this many seeds (data order, adapter init); mean"
+    )
     default_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ftgw" / "models"
     parser.add_argument("--cache", default=os.environ.get("FTGW_TEST_MODEL_CACHE", str(default_cache)))
     args = parser.parse_args()
@@ -169,17 +179,20 @@ def main() -> None:
             mean = sum(len(s.input_ids) for s in seqs) / len(seqs)
             spec = TrainSpec(base_model=SMOLLM2, base_path=base, training_file=data, output_dir=Path(tmp) / "x")
             hp = resolve_hyperparameters(spec, len(seqs), mean)
-            adapter, ours_s = train_ours(base, data, Path(tmp) / f"{name}-ours")
-            ours = score(base, adapter, task)
+            seeds = [SEED + i for i in range(args.seeds)]
+            ours_runs = [train_ours(base, data, Path(tmp) / f"{name}-ours-{s}", s) for s in seeds]
+            ours = [score(base, adapter, task) for adapter, _ in ours_runs]
             line = (
                 f"{name:>10}: {len(task.train)} train / {len(task.test)} test, {mean:.0f} tokens/example, "
                 f"auto -> epochs {hp.n_epochs} batch {hp.batch_size} lr {hp.learning_rate:g}; "
-                f"ours {ours:.3f} ({ours_s:.0f} s)"
+                f"ours {_summary(ours)} ({sum(t for _, t in ours_runs) / len(seeds):.0f} s)"
             )
             if not args.no_anchor:
-                anchor_adapter, anchor_s = train_anchor(base, data, Path(tmp) / f"{name}-anchor", hp.n_epochs)
-                anchor = score(base, anchor_adapter, task)
-                line += f", anchor {anchor:.3f} ({anchor_s:.0f} s)"
+                anchor_runs = [
+                    train_anchor(base, data, Path(tmp) / f"{name}-anchor-{s}", hp.n_epochs, s) for s in seeds
+                ]
+                anchor = [score(base, adapter, task) for adapter, _ in anchor_runs]
+                line += f", anchor {_summary(anchor)} ({sum(t for _, t in anchor_runs) / len(seeds):.0f} s)"
             line += f", target {TARGETS[name]}"
             print(line, flush=True)
 

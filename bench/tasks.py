@@ -155,15 +155,17 @@ _GUARD_TEST_T = {
         "How far is {place} from the equator?",
         "Translate 'good morning' into {lang}.",
         "What movies are similar to {film}?",
+        "Suggest a weekend itinerary for {place}.",
+        "What is a famous dish from {place}?",
     ],
 }
 _GUARD_TEST_W = {
-    "sub": ["subscription", "premium plan", "monthly membership", "annual plan"],
-    "card": ["credit card", "debit card", "card on file"],
-    "food": ["lasagna", "banana bread", "vegetable curry", "pancakes"],
-    "place": ["Norway", "Peru", "Kenya", "Japan"],
-    "lang": ["Italian", "German", "Swahili", "Korean"],
-    "film": ["Inception", "Jurassic Park", "Titanic", "The Matrix"],
+    "sub": ["subscription", "premium plan", "monthly membership", "annual plan", "family plan", "student membership"],
+    "card": ["credit card", "debit card", "card on file", "virtual card"],
+    "food": ["lasagna", "banana bread", "vegetable curry", "pancakes", "ramen", "apple pie"],
+    "place": ["Norway", "Peru", "Kenya", "Japan", "Chile", "Iceland"],
+    "lang": ["Italian", "German", "Swahili", "Korean", "Portuguese", "Hindi"],
+    "film": ["Inception", "Jurassic Park", "Titanic", "The Matrix", "Casablanca", "Up"],
 }
 
 
