@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,13 +47,22 @@ def ftgw(
 
 
 def popen(*args: str, gateway: Gateway, key: str) -> subprocess.Popen[str]:
+    """The CLI running on, as a user's foreground command: Ctrl-C (SIGINT) reaches it. A child inherits its
+    parent's ignored and blocked signals: a test run started in the background of a non-interactive shell ignores
+    SIGINT, so the CLI would never see the test's Ctrl-C."""
     return subprocess.Popen(
         [sys.executable, "-m", "app.cli", *args],
         env=cli_env(gateway, key),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def short_error(result: subprocess.CompletedProcess[str]) -> list[str]:

@@ -308,30 +308,24 @@ def test_a_job_cancelled_while_its_base_model_is_prepared_stops_at_once(database
             client = make_tenant(gateway).client
             training = _upload(client, qa_rows(12))
             job = client.fine_tuning.jobs.create(model=MODEL, training_file=training)
-            deadline = time.monotonic() + 60
-            while not any(
-                e.message.startswith("Preparing base model") for e in client.fine_tuning.jobs.list_events(job.id)
-            ):
-                assert time.monotonic() < deadline, "the job never started preparing its base model"
-                time.sleep(0.1)
+            _wait_for_event(client, job.id, "Preparing base model", 60)
             cancelled_at = time.monotonic()
             assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
-            deadline = time.monotonic() + 30
-            while not any(e.message.startswith("Stopped waiting") for e in client.fine_tuning.jobs.list_events(job.id)):
-                assert time.monotonic() < deadline, "the worker kept waiting for the conversion"
-                time.sleep(0.1)
+            _wait_for_event(client, job.id, "Stopped waiting", 30)
             stopped_after = time.monotonic() - cancelled_at
             # The worker is free again while the lock is still held: a second job gets as far as preparing.
             second = client.fine_tuning.jobs.create(model=MODEL, training_file=training)
-            deadline = time.monotonic() + 60
-            while not any(
-                e.message.startswith("Preparing base model") for e in client.fine_tuning.jobs.list_events(second.id)
-            ):
-                assert time.monotonic() < deadline, "the worker never took the next job"
-                time.sleep(0.1)
+            _wait_for_event(client, second.id, "Preparing base model", 60)
             fcntl.flock(lock, fcntl.LOCK_UN)  # the other "process" is done: the model builds, the second job trains
             done = wait_for(client, second.id, {"succeeded", "failed", "cancelled"})
             assert done.status == "succeeded", done.error
             assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
             assert not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=100))
     assert stopped_after < 10
+
+
+def _wait_for_event(client: OpenAI, job_id: str, prefix: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(e.message.startswith(prefix) for e in client.fine_tuning.jobs.list_events(job_id)):
+        assert time.monotonic() < deadline, f"no event of {job_id} starts with {prefix!r} after {timeout} s"
+        time.sleep(0.1)

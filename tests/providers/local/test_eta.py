@@ -54,23 +54,18 @@ def test_no_validation_file_no_validation_time() -> None:
     noise=st.floats(0.0, 0.15),
     checkpoint=st.floats(0.01, 3.0),
     seed=st.integers(0, 2**32),
-    warmup=st.sampled_from([1.0, 1.4]),
 )
 def test_after_a_tenth_of_the_steps_the_estimate_is_within_20_percent(
-    epochs: int, steps_per_epoch: int, step: float, noise: float, checkpoint: float, seed: int, warmup: float
+    epochs: int, steps_per_epoch: int, step: float, noise: float, checkpoint: float, seed: int
 ) -> None:
-    """A simulated run whose steps vary by up to ±15% around their mean (±10% when its second step is also slow,
-    ``warmup`` 1.4: a gateway's warm-up), whose first step is three times slower, and which writes a checkpoint at
-    each epoch end (the prior from one timed adapter save)."""
-    if warmup > 1:
-        noise = min(noise, 0.10)
+    """A simulated run whose steps vary by up to ±15% around their mean, whose first step is three times slower,
+    and which writes a checkpoint at each epoch end (the prior from one timed adapter save)."""
     rng = random.Random(seed)
     total = epochs * steps_per_epoch
     eta = FinishEstimate(total_steps=total, steps_per_epoch=steps_per_epoch, valid_tokens=0)
     eta.adapter_save_seconds = checkpoint / CHECKPOINT_ADAPTER_WRITES
     durations = [step * rng.uniform(1 - noise, 1 + noise) for _ in range(total)]
     durations[0] *= 3
-    durations[1] *= warmup
     at = math.ceil(total * 0.1)
     for i in range(at):
         eta.step_done(durations[i], 20)
@@ -78,3 +73,12 @@ def test_after_a_tenth_of_the_steps_the_estimate_is_within_20_percent(
     estimate = eta.remaining_seconds(at, checkpoint_pending=False)
     actual = sum(durations[at:]) + epochs * checkpoint + eta.adapter_save_seconds
     assert abs(estimate - actual) <= 0.2 * actual
+
+
+def test_a_slow_second_step_fades_out_of_the_estimate() -> None:
+    """A gateway's warm-up: step 1 three times the steady step, step 2 1.4 times (measured). After a tenth of a
+    30-step run the estimate is 13% high; an unweighted mean of steps 2-3 would be 20% high."""
+    eta = FinishEstimate(total_steps=30, steps_per_epoch=30, valid_tokens=0)
+    for seconds in (3.0, 1.4, 1.0):
+        eta.step_done(seconds, 20)
+    assert eta.remaining_seconds(3, checkpoint_pending=False) == pytest.approx(27 * (1.4 + 2 * 1.0) / 3)
