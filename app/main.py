@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import sys
@@ -127,7 +128,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 store,
                 providers,
                 wakeup=app.state.worker_wakeup,
-                warm=lambda provider, base_model, artifact: _warm_local(app, provider, base_model, artifact),
+                warm=functools.partial(_warm_local, app),
             )
             app.state.worker = worker
             start(worker.run_forever(), "ftgw-worker")

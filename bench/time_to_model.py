@@ -58,7 +58,7 @@ def served(cache: Path) -> Iterator[tuple[str, str]]:
             "FTGW_MODEL_CACHE_DIR": str(cache),
             "FTGW_PORT": str(port),
             "FTGW_BOOTSTRAP_KEY": key,
-            "FTGW_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
+            "FTGW_LOG_LEVEL": "warning",
         }
         base = f"http://127.0.0.1:{port}"
         with started("ftgw", [sys.executable, "-m", "app.cli", "serve"], Path(data), env) as server:

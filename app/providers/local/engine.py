@@ -190,8 +190,9 @@ class Engine:
 
     def warm(self, model: str, adapter: Path | None = None) -> None:
         """Load ``model``'s weights and tokenizer (and ``adapter``) on the engine's thread now, without waiting, so
-        the first request for it does not pay for the load (seconds on a CPU). Called when a local fine-tune
-        succeeds in this process. A load that fails is only logged: a request for the model reports the error."""
+        the first request for it does not pay for the load (seconds on a CPU). The embedded worker calls it as a
+        local job starts (the base model) and succeeds (its adapter). A load that fails is only logged: a request
+        for the model reports the error."""
         if self._closed:
             return
         self._ensure_started()

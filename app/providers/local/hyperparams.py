@@ -23,8 +23,7 @@ only where the spec says ``"auto"``; an explicit value is used exactly as given)
   the wider adapter below learns a label format in ~10 steps and stays stable at batch 1 to 64 (Adam normalises the
   step size, so the rate need not scale with the batch). OpenAI's multipliers (0.05-0.2) are relative to full
   fine-tuning rates and do not transfer. 2e-3 lifted the triage task to 0.90 but dropped sentiment to 0.92.
-  A tiny randomly initialised test model needs far more (tests pass
-  25-50 explicitly).
+  A tiny randomly initialised test model needs far more (tests pass 25-50 explicitly).
 * ``beta`` (DPO): 0.1, the value of the DPO paper and OpenAI's default.
 * LoRA (:class:`~app.providers.local.spec.LoraSettings` defaults): rank 16, alpha 32 on all seven projections,
   attention and MLP. Adapting the MLP too roughly doubles what a few steps can change (the MLP holds most of a
