@@ -82,6 +82,7 @@ def test_parameters_the_model_cannot_take_are_400(gateway: Gateway, tenant: Tena
 # --- every accepted parameter set answers; every out-of-range one is a 400 naming it ---------------------------
 
 floats = st.floats(allow_nan=False, allow_infinity=False)
+STOP_TEXT = st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=3)
 accepted = st.fixed_dictionaries(
     {},
     optional={
@@ -94,7 +95,8 @@ accepted = st.fixed_dictionaries(
         "logit_bias": st.one_of(
             st.dictionaries(st.integers(0, VOCABULARY - 1).map(str), st.integers(-100, 100), max_size=5), st.none()
         ),
-        "stop": st.one_of(st.text(min_size=1, max_size=3), st.lists(st.text(min_size=1, max_size=3), max_size=4)),
+        # NUL is refused everywhere text is taken (tests/platform/test_storable_input.py), so it is no accepted stop.
+        "stop": st.one_of(STOP_TEXT, st.lists(STOP_TEXT, max_size=4)),
     },
 )
 # (parameter, a value outside what OpenAI accepts), JSON-encoded as a client could send it.
