@@ -29,6 +29,7 @@ from app.files.storage import BlobStore
 from app.files.tasks import purge_expired_forever
 from app.fine_tuning.endpoints import router as jobs_router
 from app.fine_tuning.events import DISPATCH_WAKEUP
+from app.fine_tuning.tasks import TrainingTask
 from app.health.endpoints import router as health_router
 from app.inference.endpoints import local_engine
 from app.inference.endpoints import router as inference_router
@@ -50,6 +51,7 @@ from app.usage.service import UsageMeter
 from app.webhooks.endpoints import router as webhooks_router
 from app.webhooks.service import Dispatcher, network_policy
 from app.worker.runner import Worker
+from app.worker.wakeup import Wakeup
 
 log = logging.getLogger("ftgw")
 
@@ -87,7 +89,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.started_at = unix(utcnow())
     engine = create_engine_from_url(settings.resolved_database_url)
     app.state.engine = engine
-    app.state.worker_wakeup = asyncio.Event()
+    app.state.worker_wakeup = Wakeup()
     dispatch_wakeup = asyncio.Event()
     app.state.sessionmaker = sessionmaker = create_sessionmaker(engine, info={DISPATCH_WAKEUP: dispatch_wakeup})
     app.state.blob_store = store = BlobStore(settings.files_dir, settings.tmp_dir)
@@ -122,14 +124,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         start(dispatcher.run_forever(), "ftgw-webhooks")
         start(meter.run_forever(settings.usage_flush_seconds), "ftgw-usage")
         if settings.embedded_worker:
-            worker = Worker(
-                settings,
-                sessionmaker,
-                store,
-                providers,
-                wakeup=app.state.worker_wakeup,
-                warm=functools.partial(_warm_local, app),
-            )
+            training = TrainingTask(settings, sessionmaker, store, providers, warm=functools.partial(_warm_local, app))
+            worker = Worker([training], poll_seconds=settings.worker_poll_seconds, wakeup=app.state.worker_wakeup)
             app.state.worker = worker
             start(worker.run_forever(), "ftgw-worker")
         # Everything loaded so far (frameworks, models) lives as long as the process: keep it out of the cyclic

@@ -11,6 +11,7 @@ from app.config import Settings
 from app.db import create_engine_from_url, create_sessionmaker
 from app.files.storage import BlobStore
 from app.fine_tuning.events import DISPATCH_WAKEUP
+from app.fine_tuning.tasks import TrainingTask
 from app.providers.setup import build_providers
 from app.tokenizers import seed_tiktoken_cache
 from app.webhooks.service import Dispatcher
@@ -31,8 +32,11 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
     dispatcher = Dispatcher.from_settings(sessionmaker, settings, dispatch_wakeup)
     tasks = [asyncio.create_task(dispatcher.run_forever(), name="ftgw-webhooks")]
     tasks += [
-        asyncio.create_task(Worker(settings, sessionmaker, store, providers).run_forever(), name=f"ftgw-worker-{i}")
-        for i in range(concurrency)
+        asyncio.create_task(worker.run_forever(), name=f"ftgw-worker-{i}")
+        for i, worker in enumerate(
+            Worker([TrainingTask(settings, sessionmaker, store, providers)], poll_seconds=settings.worker_poll_seconds)
+            for _ in range(concurrency)
+        )
     ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
