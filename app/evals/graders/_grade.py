@@ -131,6 +131,8 @@ async def _label_model(grader: LabelModelGrader, namespaces: Mapping[str, Any], 
     except GatewayError as exc:
         return failed(grader.name, grader.type, "model_grader_server_error", exc.message)
     sample, usage = _judge_sample(messages, reply), _usage(reply)
+    if reply.refused:
+        return failed(grader.name, grader.type, "model_grader_refusal_error", reply.text, sample=sample, usage=usage)
     if reply.text not in grader.labels:
         error = f"The judge answered {reply.text!r}, which is none of the labels {grader.labels}."
         return failed(grader.name, grader.type, "model_grader_parse_error", error, sample=sample, usage=usage)
@@ -176,6 +178,8 @@ async def _score_model(grader: ScoreModelGrader, namespaces: Mapping[str, Any], 
     except GatewayError as exc:
         return failed(grader.name, grader.type, "model_grader_server_error", exc.message)
     sample, usage = _judge_sample(prompt, reply, **sampling), _usage(reply)
+    if reply.refused:
+        return failed(grader.name, grader.type, "model_grader_refusal_error", reply.text, sample=sample, usage=usage)
     score = parse_score(reply.text)
     if score is None or not low <= score <= high:
         said = "no number" if score is None else f"{score:g}, outside [{low:g}, {high:g}]"

@@ -94,6 +94,7 @@ class JudgeReply:
     model: str  # the model that answered
     prompt_tokens: int
     completion_tokens: int
+    refused: bool = False  # a guard refused the exchange: ``text`` is its refusal
 
 
 class Judge(Protocol):
