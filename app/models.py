@@ -2,6 +2,7 @@
 
 from app.auth.models import ApiKey, Project
 from app.datasets.models import StoredReport
+from app.evals.models import Eval, EvalOutputItem, EvalRun
 from app.files.models import StoredFile
 from app.fine_tuning.models import FineTuningJob, JobCheckpoint, JobEvent
 from app.kit.orm import Base
@@ -14,6 +15,9 @@ metadata = Base.metadata
 __all__ = [
     "AliasVersion",
     "ApiKey",
+    "Eval",
+    "EvalOutputItem",
+    "EvalRun",
     "FineTunedModel",
     "FineTuningJob",
     "JobCheckpoint",

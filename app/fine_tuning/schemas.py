@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, StringConstraints, field_validator
+from pydantic import AliasChoices, Field, StringConstraints
 
 from app.fine_tuning.models import EventLevel, EventType, JobStatus
-from app.kit.schemas import RequestSchema, Schema, UnixTime
+from app.kit.schemas import Metadata, RequestSchema, Schema, UnixTime
 
 Auto = Literal["auto"]
 BatchSize = Auto | Annotated[int, Field(ge=1, le=256)]
@@ -42,10 +42,6 @@ class Method(RequestSchema):
     reinforcement: dict[str, Any] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
-MetadataKey = Annotated[str, StringConstraints(max_length=64)]
-MetadataValue = Annotated[str, StringConstraints(max_length=512)]
-
-
 class CreateJobRequest(RequestSchema):
     model: Annotated[str, StringConstraints(min_length=1, max_length=512)]
     training_file: Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -54,19 +50,12 @@ class CreateJobRequest(RequestSchema):
     method: Method | None = None
     suffix: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     seed: Annotated[int, Field(ge=0, le=2_147_483_647)] | None = None
-    metadata: dict[MetadataKey, MetadataValue] | None = None
+    metadata: Metadata | None = None
     integrations: list[dict[str, Any]] | None = None
     # The seed's legacy fine-tunes options, still accepted.
     compute_classification_metrics: bool = False
     classification_n_classes: Annotated[int, Field(ge=2)] | None = None
     classification_positive_class: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
-
-    @field_validator("metadata")
-    @classmethod
-    def _at_most_16_pairs(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        if value is not None and len(value) > 16:
-            raise ValueError("metadata may have at most 16 key-value pairs")
-        return value
 
 
 class JobError(Schema):

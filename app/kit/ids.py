@@ -12,6 +12,7 @@ def random_token(length: int) -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
-def new_id(prefix: str, length: int = 24) -> str:
-    """A fresh id such as ``file-3hXw…``: 24 base62 characters (143 bits) after the prefix."""
-    return f"{prefix}-{random_token(length)}"
+def new_id(prefix: str, length: int = 24, *, separator: str = "-") -> str:
+    """A fresh id such as ``file-3hXw…``: 24 base62 characters (143 bits) after the prefix (``eval_3hXw…`` with
+    ``separator="_"``, as OpenAI spells its eval ids)."""
+    return f"{prefix}{separator}{random_token(length)}"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import Select, and_, or_, update
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import InvalidRequest
@@ -21,13 +23,15 @@ async def keyset_page(
     limit: int,
     order: Order,
     after: str | None,
+    by: str = "created_at",
 ) -> Page[M]:
-    """One page of ``stmt`` ordered by (created_at, id), continuing after the row with id ``after``.
+    """One page of ``stmt`` ordered by (``by``, id), ``by`` a timestamp column (created_at unless said), continuing
+    after the row with id ``after``.
 
     The cursor row is looked up through ``stmt`` itself, so it is only honoured when the caller could see it:
     a foreign or unknown cursor is a 400 on ``after``, never a glimpse into another project.
     """
-    created, ident = model.created_at, model.id
+    created, ident = getattr(model, by), model.id
     if after is not None:
         cursor_stmt = stmt.with_only_columns(created, ident).where(ident == after)
         cursor = (await session.execute(cursor_stmt)).one_or_none()
@@ -41,3 +45,33 @@ async def keyset_page(
     ordering = (created.desc(), ident.desc()) if order is Order.desc else (created.asc(), ident.asc())
     rows = list((await session.execute(stmt.order_by(*ordering).limit(limit + 1))).scalars().all())
     return Page(items=rows[:limit], has_more=len(rows) > limit)
+
+
+async def compare_and_set(
+    session: AsyncSession,
+    row: Any,
+    to: Any,
+    *,
+    from_: Collection[Any],
+    lease_owner: str | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> bool:
+    """Compare-and-set the ``status`` of ``row`` (a model with ``id``, ``status`` and ``lease_owner`` columns): ``to``
+    only if it is still one of ``from_`` (and, given ``lease_owner``, still that worker's), writing ``values`` with
+    it. Whether this call moved it; ``row`` is reloaded either way.
+
+    Of racing writers (the API cancelling, a worker finishing, a worker whose lease another one took over) exactly
+    one UPDATE matches the row, and only that transaction may write what the change means (events, webhooks).
+    """
+    model = type(row)
+    await session.flush()  # the session does not autoflush: pending edits of ``row`` land first
+    stmt = update(model).where(model.id == row.id, model.status.in_(list(from_)))
+    if lease_owner is not None:
+        stmt = stmt.where(model.lease_owner == lease_owner)
+    stmt = stmt.values(status=to, **(values or {})).returning(model.id)
+    moved = (await session.execute(stmt, execution_options={"synchronize_session": False})).scalar()
+    try:
+        await session.refresh(row)
+    except InvalidRequestError:  # the row is gone (deleted meanwhile): it did not move, and there is nothing to reload
+        return False
+    return moved is not None

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app.kit.text import value_problems
@@ -15,6 +23,19 @@ T = TypeVar("T")
 
 # A datetime inside ftgw, Unix seconds on the wire, as OpenAI's objects carry them.
 UnixTime = Annotated[datetime, PlainSerializer(unix, return_type=int, when_used="always")]
+
+
+def _at_most_16_pairs(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > 16:
+        raise ValueError("metadata may have at most 16 key-value pairs")
+    return value
+
+
+# OpenAI's Metadata: up to 16 pairs, keys up to 64 characters, values up to 512.
+Metadata = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=64)], Annotated[str, StringConstraints(max_length=512)]],
+    AfterValidator(_at_most_16_pairs),
+]
 
 
 class Schema(BaseModel):
@@ -48,6 +69,6 @@ class ListResponse(Schema, Generic[T]):
     has_more: bool
 
     @classmethod
-    def of(cls, data: list[T], has_more: bool) -> ListResponse[T]:
+    def of(cls, data: list[T], has_more: bool) -> Self:
         ids = [str(getattr(item, "id")) for item in data]  # noqa: B009 - T is any schema with an id
         return cls(data=data, first_id=ids[0] if ids else None, last_id=ids[-1] if ids else None, has_more=has_more)

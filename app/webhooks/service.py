@@ -1,4 +1,5 @@
-"""Registering webhooks, queueing deliveries with the job's transaction, and sending them with retries."""
+"""Registering webhooks, queueing deliveries in the transaction of what they tell (a job's or an eval run's outcome),
+and sending them with retries."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -67,29 +69,29 @@ class WebhookService:
         webhook = await self.get(session, project_id, webhook_id)
         return await WebhookRepository(session).deliveries(project_id, webhook.id)
 
-    async def enqueue_job_outcome(
-        self, session: AsyncSession, job: FineTuningJob, wakeup: asyncio.Event | None
-    ) -> None:
-        """Queue ``fine_tuning.job.<status>`` for every matching webhook, in the job's own transaction."""
-        event_type = f"fine_tuning.job.{job.status.value}"
+    async def enqueue(
+        self,
+        session: AsyncSession,
+        project_id: str,
+        event_type: str,
+        data: dict[str, Any],
+        wakeup: asyncio.Event | None,
+    ) -> int:
+        """Queue ``event_type`` (its payload's ``data`` as given) for every webhook of the project subscribed to it,
+        in the caller's transaction: the event and what it tells of land together, or neither. How many were
+        queued; ``wakeup`` (the dispatcher's) is set once the transaction commits."""
         repo = WebhookRepository(session)
         now = utcnow()
-        queued = False
-        for webhook in await repo.of_project(job.project_id):
+        queued = 0
+        for webhook in await repo.of_project(project_id):
             if event_type not in webhook.events:
                 continue
             delivery_id = new_id("evt")
-            payload = {
-                "id": delivery_id,
-                "object": "event",
-                "type": event_type,
-                "created_at": unix(now),
-                "data": {"id": job.id, "status": job.status.value, "fine_tuned_model": job.fine_tuned_model},
-            }
+            payload = {"id": delivery_id, "object": "event", "type": event_type, "created_at": unix(now), "data": data}
             await repo.add(
                 WebhookDelivery(
                     id=delivery_id,
-                    project_id=job.project_id,
+                    project_id=project_id,
                     webhook_id=webhook.id,
                     event_type=event_type,
                     payload=payload,
@@ -98,9 +100,17 @@ class WebhookService:
                     next_attempt_at=now,
                 )
             )
-            queued = True
+            queued += 1
         if queued and wakeup is not None:
             after_commit(session, wakeup.set)
+        return queued
+
+    async def enqueue_job_outcome(
+        self, session: AsyncSession, job: FineTuningJob, wakeup: asyncio.Event | None
+    ) -> None:
+        """Queue ``fine_tuning.job.<status>`` for every matching webhook, in the job's own transaction."""
+        data = {"id": job.id, "status": job.status.value, "fine_tuned_model": job.fine_tuned_model}
+        await self.enqueue(session, job.project_id, f"fine_tuning.job.{job.status.value}", data, wakeup)
 
 
 class Dispatcher:
