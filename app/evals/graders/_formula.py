@@ -28,7 +28,19 @@ FUNCTIONS: dict[str, Any] = {
     "log": math.log,
 }
 _OPERATORS = {ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd}
-_ALLOWED_NODES = (ast.Expr, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Call, ast.Load, *_OPERATORS)
+_ALLOWED_NODES = (ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Call, ast.Load, *_OPERATORS)
+
+
+MAX_DEPTH = 64  # of the expression tree: evaluation recurses, and no formula of scores needs more
+
+
+def _depth(tree: ast.AST) -> int:
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 class FormulaError(ValueError):
@@ -49,13 +61,16 @@ class Formula:
     def parse(cls, source: str, names: Iterable[str]) -> Formula:
         """Check ``source`` over ``names`` (:class:`FormulaError` naming the problem)."""
         known = frozenset(names)
-        evaluator = SimpleEval(functions=FUNCTIONS)
         try:
-            tree = evaluator.parse(source.replace("^", "**"))
+            # Python's own parser, in expression mode: one expression, never a statement (simpleeval's parse
+            # would take the first of several); simpleeval evaluates it.
+            tree = ast.parse(source.replace("^", "**").strip(), mode="eval").body
         except SyntaxError as exc:
             raise FormulaError(f"calculate_output is not a formula: {exc.msg}") from None
-        except Exception as exc:  # simpleeval's own errors (empty, several expressions)
-            raise FormulaError(f"calculate_output is not one formula: {exc}") from None
+        except (RecursionError, MemoryError, ValueError):
+            raise FormulaError("calculate_output is nested too deeply") from None
+        if _depth(tree) > MAX_DEPTH:
+            raise FormulaError(f"calculate_output is nested too deeply (at most {MAX_DEPTH} levels)")
         for node in ast.walk(tree):
             if not isinstance(node, _ALLOWED_NODES):
                 raise FormulaError(
