@@ -24,8 +24,8 @@ from app.datasets.endpoints import router as datasets_router
 from app.datasets.validation import UploadValidator
 from app.db import commit, create_engine_from_url, create_sessionmaker
 from app.errors import ErrorResponse, install_error_handlers
-from app.evals.grader_endpoints import router as graders_router
 from app.evals.endpoints import router as evals_router
+from app.evals.grader_endpoints import router as graders_router
 from app.files.endpoints import router as files_router
 from app.files.storage import BlobStore
 from app.files.tasks import purge_expired_forever
@@ -176,8 +176,8 @@ def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None
         files_router,
         datasets_router,
         jobs_router,
-        graders_router,
         evals_router,
+        graders_router,
         models_router,
         registry_router,
         usage_router,
