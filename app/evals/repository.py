@@ -189,13 +189,13 @@ class EvalRepository:
         return Page(items=rows[:limit], has_more=len(rows) > limit)
 
     async def add_output_items(self, run_id: str, worker_id: str, items: Sequence[GradedItem]) -> int | None:
-        """Record graded rows of the run ``worker_id`` holds; a row already recorded is kept as it is (a resumed run
-        never grades a row twice). How many were new; None (and nothing written) when the run is no longer this
-        worker's: canceled and deleted, or its lease taken over."""
+        """Record graded rows of the run ``worker_id`` holds in progress; a row already recorded is kept as it is (a
+        resumed run never grades a row twice). How many were new; None (and nothing written) when the run is no
+        longer this worker's to grade: canceled, deleted, or its lease taken over."""
         run = (
             await self.session.execute(
                 select(EvalRun.project_id, EvalRun.eval_id)
-                .where(EvalRun.id == run_id, EvalRun.lease_owner == worker_id)
+                .where(EvalRun.id == run_id, EvalRun.lease_owner == worker_id, EvalRun.status == RunStatus.in_progress)
                 .with_for_update()
             )
         ).one_or_none()
