@@ -47,9 +47,11 @@ def item_out(item: EvalOutputItem) -> OutputItemOut:
 
 
 @router.post("", response_model=EvalOut, status_code=201)
-async def create_eval(body: CreateEvalRequest, session: SessionDep, principal: PrincipalDep) -> EvalOut:
+async def create_eval(
+    body: CreateEvalRequest, request: Request, session: SessionDep, principal: PrincipalDep
+) -> EvalOut:
     """Create an eval: the schema of its data's rows and the testing criteria (graders) each row is scored by."""
-    return eval_out(await eval_service.create(session, principal.project_id, body))
+    return eval_out(await eval_service.create(session, request.app.state.catalog, principal.project_id, body))
 
 
 @router.get("", response_model=EvalList)

@@ -60,6 +60,30 @@ def _unprovided(path: str, param: str, where: str) -> InvalidRequest:
     )
 
 
+def _no_such_model(model: str, param: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"The model '{model}' does not exist or you do not have access to it.", param=param, code="model_not_found"
+    )
+
+
+async def _callable(catalog: ModelCatalog, project_id: str, model: str) -> bool:
+    """Whether the project may call ``model`` (base, ``ft:``, checkpoint, alias, ``alias@N``, upstream)."""
+    try:
+        plan = await catalog.plan(project_id, model)
+    except NotFound:
+        return False
+    return any(plan.candidates)
+
+
+def _judges(grader: graders.AnyGrader, param: str) -> list[tuple[str, str]]:
+    """``(param, model)`` of every judge model the grader asks (a multi grader's, under ``graders``)."""
+    if isinstance(grader, graders.LabelModelGrader | graders.ScoreModelGrader):
+        return [(f"{param}.model", grader.model)]
+    if isinstance(grader, graders.MultiGrader):
+        return [(f"{param}.graders", model) for sub in grader.named().values() for _, model in _judges(sub, param)]
+    return []
+
+
 def _data_source_config(config: CustomDataSourceConfig) -> dict[str, Any]:
     """The config as OpenAI returns it: one JSON schema of a row, ``item`` (and ``sample`` when included)."""
     properties: dict[str, Any] = {"item": config.item_schema}
@@ -71,7 +95,11 @@ def _data_source_config(config: CustomDataSourceConfig) -> dict[str, Any]:
 class EvalService:
     # --- evals -----------------------------------------------------------------------------------------------------
 
-    async def create(self, session: AsyncSession, project_id: str, body: CreateEvalRequest) -> Eval:
+    async def create(
+        self, session: AsyncSession, catalog: ModelCatalog, project_id: str, body: CreateEvalRequest
+    ) -> Eval:
+        """A new eval, once its item schema is a JSON schema, each criterion a valid grader whose templates read only
+        what the items provide, and each judge model (label_model, score_model) one the project may call."""
         config = body.data_source_config
         if not isinstance(config, CustomDataSourceConfig):
             raise _unsupported(
@@ -89,6 +117,9 @@ class EvalService:
             unprovided = templates.check_references(graders.references(grader), config.item_schema, sample_allowed=True)
             if unprovided is not None:
                 raise _unprovided(unprovided, param, f"Testing criterion {i}")
+            for judge_param, model in _judges(grader, param):
+                if not await _callable(catalog, project_id, model):
+                    raise _no_such_model(model, judge_param)
             name = str(spec.get("name", ""))
             criteria.append({**spec, "id": f"{name}-{uuid.uuid4()}"})
         eval_id = new_id("eval", separator="_")
@@ -200,16 +231,8 @@ class EvalService:
                 param="data_source.model",
                 code="missing_required_parameter",
             )
-        try:
-            plan = await catalog.plan(project_id, data_source.model)
-        except NotFound:
-            plan = None
-        if plan is None or not any(plan.candidates):
-            raise InvalidRequest(
-                f"The model '{data_source.model}' does not exist or you do not have access to it.",
-                param="data_source.model",
-                code="model_not_found",
-            )
+        if not await _callable(catalog, project_id, data_source.model):
+            raise _no_such_model(data_source.model, "data_source.model")
         messages = data_source.input_messages
         if messages is None:
             raise InvalidRequest(

@@ -30,6 +30,14 @@ LABEL_CHECK: dict[str, Any] = {
     "operation": "eq",
 }
 ROWS = [{"text": "I loved it", "label": "positive"}, {"text": "Awful", "label": "negative"}]
+JUDGE: dict[str, Any] = {
+    "type": "label_model",
+    "name": "Judged",
+    "model": MODEL,
+    "input": [{"role": "user", "content": "{{item.text}} -> {{sample.output_text}}"}],
+    "labels": ["good", "bad"],
+    "passing_labels": ["good"],
+}
 
 
 def _config(schema: dict[str, Any] | None = None, *, sample: bool = True) -> dict[str, Any]:
@@ -348,8 +356,9 @@ def test_a_run_cannot_read_another_projects_file(tenant: Tenant, other_tenant: T
         ({**LABEL_CHECK, "reference": "{{item.missing}}"}, "testing_criteria[0]", None),
         ({**LABEL_CHECK, "input": "{{answer.text}}"}, "testing_criteria[0]", None),
         ({**LABEL_CHECK, "operation": "startswith"}, "testing_criteria[0].operation", None),
+        ({**JUDGE, "model": "no-such-judge"}, "testing_criteria[0].model", "model_not_found"),
     ],
-    ids=["unknown grader type", "python grader", "missing item field", "unknown namespace", "bad operation"],
+    ids=["unknown grader type", "python grader", "missing item field", "unknown namespace", "bad operation", "judge"],
 )
 def test_a_bad_testing_criterion_is_a_400_naming_it(
     tenant: Tenant, criterion: dict[str, Any], param: str, code: str | None
@@ -359,6 +368,20 @@ def test_a_bad_testing_criterion_is_a_400_naming_it(
     )
     if criterion.get("type") == "python":
         assert "not supported" in refusal
+
+
+def test_a_judge_the_project_may_call_is_accepted(gateway: Gateway, tenant: Tenant) -> None:
+    similar = {
+        "type": "text_similarity",
+        "name": "Close",
+        "input": "{{sample.output_text}}",
+        "reference": "{{item.label}}",
+        "evaluation_metric": "fuzzy_match",
+        "pass_threshold": 0.8,
+    }
+    created = tenant.client.evals.create(data_source_config=_config(), testing_criteria=[LABEL_CHECK, JUDGE, similar])
+    assert [c.type for c in created.testing_criteria] == ["string_check", "label_model", "text_similarity"]
+    assert_matches(_raw(gateway, tenant, f"/v1/evals/{created.id}"), "Eval")
 
 
 def test_a_bad_criterion_is_named_by_its_position(tenant: Tenant) -> None:
