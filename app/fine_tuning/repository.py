@@ -20,7 +20,7 @@ from app.fine_tuning.models import (
 )
 from app.kit.ids import new_id
 from app.kit.pagination import Order, Page
-from app.kit.repository import keyset_page
+from app.kit.repository import compare_and_set, keyset_page
 from app.kit.time import utcnow
 
 
@@ -58,21 +58,10 @@ class JobRepository:
         lease_owner: str | None = None,
         values: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Compare-and-set the job's status: ``to`` only if it is still one of ``from_`` (and, given
-        ``lease_owner``, the job is still that worker's). Whether this call moved it; ``job`` is reloaded either way.
-
-        Every status change goes through here: of racing writers (the API cancelling, a worker finishing, a worker
-        whose lease another one took over) exactly one UPDATE matches the row, and only that transaction may
-        write what the change means (its events, its webhooks).
-        """
-        await self.session.flush()  # the session does not autoflush: pending edits of ``job`` land first
-        stmt = update(FineTuningJob).where(FineTuningJob.id == job.id, FineTuningJob.status.in_(list(from_)))
-        if lease_owner is not None:
-            stmt = stmt.where(FineTuningJob.lease_owner == lease_owner)
-        stmt = stmt.values(status=to, **(values or {})).returning(FineTuningJob.id)
-        moved = (await self.session.execute(stmt, execution_options={"synchronize_session": False})).scalar()
-        await self.session.refresh(job)
-        return moved is not None
+        """Compare-and-set the job's status (:func:`app.kit.repository.compare_and_set`). Every status change goes
+        through here: of racing writers exactly one moves the job, and only its transaction may write what the
+        change means (its events, its webhooks)."""
+        return await compare_and_set(self.session, job, to, from_=from_, lease_owner=lease_owner, values=values)
 
     async def append_event(
         self,

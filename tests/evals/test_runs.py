@@ -28,7 +28,7 @@ from app.evals.service import eval_service
 from app.files.storage import BlobStore
 from app.migrate import upgrade
 from tests.conftest import Gateway, Tenant, gateway_settings, make_tenant, new_database, serve
-from tests.evals.test_api import LABEL_CHECK, MODEL, ROWS, _config, assert_list_matches, assert_run_matches
+from tests.evals.test_api import LABEL_CHECK, MODEL, ROWS, _config, _raw, assert_list_matches, assert_run_matches
 from tests.loopback import Receiver
 from tests.openai_schema import assert_matches
 
@@ -130,14 +130,6 @@ def _subscribe(gateway: Gateway, tenant: Tenant, receiver: Receiver, *events: st
     with gateway.http(tenant.key) as http:
         answer = http.post("/v1/webhooks", json={"url": receiver.url, "events": list(events)})
     assert answer.status_code == 200, answer.text
-
-
-def _raw(gateway: Gateway, tenant: Tenant, path: str) -> dict[str, Any]:
-    with gateway.http(tenant.key) as http:
-        response = http.get(path)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def _item_as_openai_types_it(item: dict[str, Any]) -> dict[str, Any]:
