@@ -77,23 +77,31 @@ class GatewayJudge:
             return await self._classify(model, last_user_text(messages), labels)
         asked = [*messages, {"role": "user", "content": label_instruction(labels)}]
         one_token = {"temperature": 0, "max_completion_tokens": 1, "logprobs": True, "top_logprobs": MAX_LOGPROBS}
-        body = await self._completion(model, asked, one_token)
-        reply = _reply(body, model)
-        choice = (body.get("choices") or [{}])[0]
-        content = ((choice.get("logprobs") or {}).get("content")) or []
-        if content:
-            top = {t["token"]: t["logprob"] for t in content[0].get("top_logprobs") or []}
-            found = verdict(top or {content[0]["token"]: content[0]["logprob"]}, list(labels), reply.prompt_tokens)
-            return JudgeReply(found.label or "", reply.model, reply.prompt_tokens, reply.completion_tokens)
-        if reply.refused:
-            return reply
+        spent = JudgeReply("", model, 0, 0)
+        try:
+            body = await self._completion(model, asked, one_token)
+        except BadGateway:
+            if endpoint is None or endpoint.is_local:
+                raise
+            body = None  # an upstream model that takes no logprobs (reasoning models): it answers in full below
+        if body is not None:
+            spent = _reply(body, model)
+            choice = (body.get("choices") or [{}])[0]
+            content = ((choice.get("logprobs") or {}).get("content")) or []
+            if content:
+                top = {t["token"]: t["logprob"] for t in content[0].get("top_logprobs") or []}
+                found = verdict(top or {content[0]["token"]: content[0]["logprob"]}, list(labels), spent.prompt_tokens)
+                return JudgeReply(found.label or "", spent.model, spent.prompt_tokens, spent.completion_tokens)
+            if spent.refused:
+                return spent
         answered = _reply(await self._completion(model, asked, {"temperature": 0}), model)
         label = first_label(answered.text, labels)
         return JudgeReply(
             label if label is not None else answered.text,
             answered.model,
-            reply.prompt_tokens + answered.prompt_tokens,
-            reply.completion_tokens + answered.completion_tokens,
+            spent.prompt_tokens + answered.prompt_tokens,
+            spent.completion_tokens + answered.completion_tokens,
+            refused=answered.refused,
         )
 
     async def _classify(self, model: str, text: str, labels: Sequence[str]) -> JudgeReply:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,7 @@ from app.evals.graders._wordnet import reader as wordnet
 
 UNSUPPORTED = {"cosine": "cosine similarity needs an embeddings model, and ftgw serves none"}
 _WORD = re.compile(r"[^\W_]+")
+_WORDNET_LOCK = threading.Lock()
 
 
 def fuzzy_match(text: str, reference: str) -> float:
@@ -73,7 +75,9 @@ def meteor(text: str, reference: str) -> float:
     hypothesis, ref = _words(text), _words(reference)
     if not hypothesis or not ref:
         return 0.0
-    return float(meteor_score([ref], hypothesis, wordnet=wordnet()))
+    # NLTK's WordNet reader seeks and reads shared file handles: one thread at a time.
+    with _WORDNET_LOCK:
+        return float(meteor_score([ref], hypothesis, wordnet=wordnet()))
 
 
 class _Words:
