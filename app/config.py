@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     worker_heartbeat_seconds: float = Field(default=3, gt=0)
     worker_poll_seconds: float = Field(default=1, gt=0)
     worker_max_attempts: int = Field(default=3, ge=1, description="Claims of one job before it is failed.")
+    eval_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Rows of one eval run sampled and graded at a time (the local engine batches them).",
+    )
     # Local models
     model_cache_dir: Path | None = Field(default=None, description="Converted base models; default data_dir/models.")
     local_models_dir: Path | None = Field(default=None, description="Extra local base models, one per subfolder.")

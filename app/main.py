@@ -26,6 +26,7 @@ from app.db import commit, create_engine_from_url, create_sessionmaker
 from app.errors import ErrorResponse, install_error_handlers
 from app.evals.endpoints import router as evals_router
 from app.evals.grader_endpoints import router as graders_router
+from app.evals.tasks import EvalRunTask
 from app.files.endpoints import router as files_router
 from app.files.storage import BlobStore
 from app.files.tasks import purge_expired_forever
@@ -127,7 +128,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         start(meter.run_forever(settings.usage_flush_seconds), "ftgw-usage")
         if settings.embedded_worker:
             training = TrainingTask(settings, sessionmaker, store, providers, warm=functools.partial(_warm_local, app))
-            worker = Worker([training], poll_seconds=settings.worker_poll_seconds, wakeup=app.state.worker_wakeup)
+            evals = EvalRunTask.from_settings(settings, sessionmaker, store, app.state.inference)
+            worker = Worker(
+                [training, evals], poll_seconds=settings.worker_poll_seconds, wakeup=app.state.worker_wakeup
+            )
             app.state.worker = worker
             start(worker.run_forever(), "ftgw-worker")
         # Everything loaded so far (frameworks, models) lives as long as the process: keep it out of the cyclic
