@@ -9,6 +9,8 @@ from fastapi import APIRouter, Query, Request
 
 from app.auth.principal import PrincipalDep
 from app.db import SessionDep
+from app.evals import comparisons
+from app.evals.comparisons import ComparisonOut, CreateComparisonRequest
 from app.evals.models import Eval, EvalOutputItem, EvalRun, OutputItemStatus, RunStatus
 from app.evals.repository import EvalOrder
 from app.evals.schemas import (
@@ -175,3 +177,43 @@ async def retrieve_output_item(
 ) -> OutputItemOut:
     """Retrieve one output item."""
     return item_out(await eval_service.get_output_item(session, principal.project_id, eval_id, run_id, output_item_id))
+
+
+# --- comparisons (ftgw's own): one run per model, read side by side ---------------------------------------------
+
+
+@router.post("/{eval_id}/comparisons", response_model=ComparisonOut, status_code=201)
+async def create_comparison(
+    eval_id: str, body: CreateComparisonRequest, request: Request, session: SessionDep, principal: PrincipalDep
+) -> ComparisonOut:
+    """Queue one completions run per model on the same rows; read them with `GET …/comparison?run_ids=…`."""
+    state = request.app.state
+    runs = await comparisons.create(
+        session,
+        state.blob_store,
+        state.catalog,
+        principal.project_id,
+        eval_id,
+        body,
+        api_base=str(request.base_url),
+        created_by=principal.key_id,
+    )
+    wake_workers(request, session)
+    return await comparisons.read(
+        session, principal.project_id, eval_id, [run.id for run in runs], disagreements_limit=0
+    )
+
+
+@router.get("/{eval_id}/comparison", response_model=ComparisonOut)
+async def read_comparison(
+    eval_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    run_ids: Annotated[
+        list[str], Query(description="The runs to compare, 2 to 5, as repeated `run_ids` or one comma-separated list.")
+    ],
+    disagreements_limit: Annotated[int, Query(ge=0, le=1000)] = 50,
+) -> ComparisonOut:
+    """Pass rates of each run overall and per criterion with 95% Wilson intervals, and the rows they disagree on."""
+    ids = [part for value in run_ids for part in value.split(",") if part]
+    return await comparisons.read(session, principal.project_id, eval_id, ids, disagreements_limit=disagreements_limit)

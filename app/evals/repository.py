@@ -266,6 +266,30 @@ class EvalRepository:
             per_model_usage=usage.rows(),
         )
 
+    async def outcomes(self, run_id: str) -> list[tuple[int, str, list[bool], str, dict[str, Any]]]:
+        """Each graded row of the run: (row id, status, each criterion's pass, the answer's text, the row's item),
+        what a comparison reads."""
+        stmt = (
+            select(
+                EvalOutputItem.datasource_item_id,
+                EvalOutputItem.status,
+                EvalOutputItem.results,
+                EvalOutputItem.sample,
+                EvalOutputItem.datasource_item,
+            )
+            .where(EvalOutputItem.run_id == run_id)
+            .order_by(EvalOutputItem.datasource_item_id)
+        )
+        rows = []
+        async for row_id, status, results, sample, item in await self.session.stream(
+            stmt.execution_options(yield_per=500)
+        ):
+            output = (sample or {}).get("output") or [{}]
+            text = str(output[0].get("content") or "") if isinstance(output[0], dict) else ""
+            passed = [] if status is OutputItemStatus.errored else [bool(r.get("passed")) for r in results]
+            rows.append((row_id, status.value, passed, text, item))
+        return rows
+
     # --- the workers' view: leases across projects ---------------------------------------------------------------
 
     async def claim(self, worker_id: str, lease: timedelta, now: datetime | None = None) -> EvalRun | None:

@@ -4,13 +4,14 @@ that beats its base model — all through the openai SDK over HTTP."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from openai import OpenAI
 from openai.types.evals import RunRetrieveResponse
 
-from tests.conftest import Gateway, make_tenant
+from tests.conftest import Gateway, make_tenant, wait_until_validated
 from tests.evals.test_api import ITEM_SCHEMA, LABEL_CHECK, MODEL, _completions, assert_run_matches
 from tests.loopback import Receiver
 from tests.openai_schema import assert_matches
@@ -116,3 +117,78 @@ def _raw_item(gateway: Gateway, client: OpenAI, eval_id: str, run_id: str, item_
     with gateway.http(client.api_key) as http:
         body: dict[str, Any] = http.get(f"/v1/evals/{eval_id}/runs/{run_id}/output_items/{item_id}").json()
     return body
+
+
+POSITIVE = ["great", "wonderful", "loved", "excellent", "superb", "delightful", "brilliant", "charming"]
+NEGATIVE = ["awful", "terrible", "hated", "boring", "dreadful", "horrible", "dull", "painful"]
+
+
+def _reviews(words: list[str], label: str, start: int) -> list[dict[str, str]]:
+    return [{"text": f"The film number {start + i} was {word}", "label": label} for i, word in enumerate(words)]
+
+
+def test_a_fine_tuned_classifier_beats_its_base_side_by_side(training_gateway: Gateway) -> None:
+    client = make_tenant(training_gateway).client
+    train = _reviews(POSITIVE * 2, "positive", 0) + _reviews(NEGATIVE * 2, "negative", 100)
+    lines = [{"prompt": f"Review: {r['text']}\n\n###\n\n", "completion": f" {r['label']} END"} for r in train]
+    training = client.files.create(file=("sentiment.jsonl", _jsonl(lines)), purpose="fine-tune").id
+    wait_until_validated(client, training)
+    hyper = {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 30}
+    job = client.fine_tuning.jobs.create(
+        model=MODEL,
+        training_file=training,
+        seed=5,
+        method={"type": "supervised", "supervised": {"hyperparameters": hyper}},
+    )
+    tuned = wait_for_job(client, job.id)
+    held_out = _reviews(POSITIVE[:6], "positive", 500) + _reviews(NEGATIVE[:6], "negative", 600)
+    eval_id = _sentiment_eval(client)
+    source = _completions(held_out)
+    del source["model"]
+    source["input_messages"] = {"type": "template", "template": [{"role": "user", "content": "Review: {{item.text}}"}]}
+
+    with training_gateway.http(client.api_key) as http:
+        created = http.post(
+            f"/v1/evals/{eval_id}/comparisons",
+            json={"models": [MODEL, tuned], "data_source": source, "name": "base vs ft"},
+        )
+        assert created.status_code == 201, created.text
+        run_ids = [column["run_id"] for column in created.json()["runs"]]
+        for run_id in run_ids:
+            assert wait_for_run(client, eval_id, run_id).status == "completed"
+        comparison = http.get(f"/v1/evals/{eval_id}/comparison", params={"run_ids": ",".join(run_ids)}).json()
+
+    assert comparison["status"] == "completed"
+    base, fine_tuned = comparison["runs"]
+    assert (base["model"], fine_tuned["model"]) == (MODEL, tuned)
+    assert base["overall"]["total"] == fine_tuned["overall"]["total"] == 12
+    assert fine_tuned["overall"]["pass_rate"] > base["overall"]["pass_rate"]
+    for column in (base, fine_tuned):
+        rate = column["per_testing_criteria"][0]
+        assert rate["ci_low"] <= rate["pass_rate"] <= rate["ci_high"]
+        assert rate["passed"] == column["overall"]["passed"]  # one criterion: passing it is passing the row
+    disagreements = comparison["disagreements"]
+    assert disagreements["total"] == fine_tuned["overall"]["passed"] - base["overall"]["passed"] + 2 * _both_ways(
+        disagreements
+    )
+    for row in disagreements["data"]:
+        assert len({o["status"] for o in row["outcomes"]}) == 2
+        assert row["datasource_item"] in held_out
+
+
+def _both_ways(disagreements: dict[str, Any]) -> int:
+    """Rows the base passed and the fine-tune failed (each also hides one of the fine-tune's wins in the count)."""
+    return sum(1 for row in disagreements["data"] if row["outcomes"][0]["status"] == "pass")
+
+
+def wait_for_job(client: OpenAI, job_id: str, timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while (job := client.fine_tuning.jobs.retrieve(job_id)).status not in {"succeeded", "failed", "cancelled"}:
+        assert time.monotonic() < deadline, job.status
+        time.sleep(0.2)
+    assert job.status == "succeeded" and job.fine_tuned_model, job.error
+    return job.fine_tuned_model
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(row).encode() + b"\n" for row in rows)
