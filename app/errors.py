@@ -133,10 +133,32 @@ _CODE_BY_STATUS = {
 }
 
 
-def _param_of(loc: tuple[Any, ...]) -> str | None:
+def _param_of(loc: tuple[Any, ...], body: Any = None) -> str | None:
     # loc is ("query"|"body"|"path"|"header", name, ...nested); OpenAI names the top-level parameter.
-    parts = [str(p) for p in loc[1:]] if loc and loc[0] in {"query", "body", "path", "header", "form"} else []
-    return ".".join(parts) or None
+    parts = list(loc[1:]) if loc and loc[0] in {"query", "body", "path", "header", "form"} else []
+    if loc and loc[0] == "body":
+        parts = _as_sent(parts, body)
+    return ".".join(str(p) for p in parts) or None
+
+
+def _as_sent(parts: list[Any], body: Any) -> list[Any]:
+    """The location as the client wrote it: pydantic puts a union's tag in it (``data_source.completions.model``,
+    the discriminator's value or the member's name), a key the body never had. Walking the body, a segment it does
+    not hold is dropped, unless it is the last one (a missing field is named)."""
+    kept, node = [], body
+    for i, part in enumerate(parts):
+        if _holds(node, part):
+            node = node[part]
+        elif i < len(parts) - 1:
+            continue
+        kept.append(part)
+    return kept
+
+
+def _holds(node: Any, part: Any) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
 
 
 async def _gateway_error(_: Request, exc: Exception) -> JSONResponse:
@@ -148,7 +170,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    param = _param_of(tuple(first.get("loc", ())))
+    param = _param_of(tuple(first.get("loc", ())), exc.body)
     message = str(first.get("msg", "invalid request"))
     message = f"Invalid value for '{param}': {message}" if param else message
     if len(errors) > 1:

@@ -518,6 +518,26 @@ def test_a_bad_completions_run_is_a_400_naming_it(tenant: Tenant, changes: dict[
     assert tenant.client.evals.runs.list(eval_id).data == []  # nothing was queued
 
 
+@pytest.mark.parametrize(
+    ("changes", "param"),
+    [
+        ({"sampling_params": {"temperature": 3}}, "data_source.sampling_params.temperature"),
+        ({"sampling_params": {"max_completion_tokens": 0}}, "data_source.sampling_params.max_completion_tokens"),
+        ({"source": {"type": "file_content"}}, "data_source.source.content"),
+        ({"source": {"type": "a_bucket", "content": []}}, "data_source.source"),
+        (
+            {"input_messages": _template({"role": "robot", "content": "hi"})},
+            "data_source.input_messages.template.0.role",
+        ),
+    ],
+    ids=["temperature", "max tokens", "no content", "unknown source", "unknown role"],
+)
+def test_a_malformed_run_names_the_field_as_sent(tenant: Tenant, changes: dict[str, Any], param: str) -> None:
+    """Not pydantic's path through its unions (``data_source.completions.sampling_params…``): the client's."""
+    eval_id = _eval(tenant)
+    _refused(lambda: tenant.client.evals.runs.create(eval_id, data_source=_completions(**changes)), param)
+
+
 def test_a_responses_run_is_refused_by_name(tenant: Tenant) -> None:
     eval_id = _eval(tenant)
     data_source = {"type": "responses", "source": {"type": "file_content", "content": [{"item": ROWS[0]}]}}
