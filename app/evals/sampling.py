@@ -53,7 +53,12 @@ def stored_sample(row: Row) -> Sampled:
         text = message.get("content") if isinstance(message, dict) else None
     text = text if isinstance(text, str) else ""
     model = given.get("model") if isinstance(given.get("model"), str) else None
-    graded = Sample.of(text, model=model)
+    listed = {  # what else of OpenAI's sample the row gives, for graders that read it ({{sample.choices}} …)
+        key: [part for part in given[key] if isinstance(part, dict)]
+        for key in ("input", "choices", "output_tools")
+        if isinstance(given.get(key), list)
+    }
+    graded = Sample.of(text, model=model, **listed)
     sample = {
         "input": [],
         "output": [{"role": "assistant", "content": text}],

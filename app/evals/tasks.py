@@ -156,6 +156,7 @@ class _Execution:
                 return
             done = await eval_service.graded_item_ids(session, run.id)
             await commit(session)
+        log.info("eval run %s: %d rows to grade, %d graded before", self.run_id, len(rows) - len(done), len(done))
         criteria = _criteria(evaluation)
         sampler = (
             Sampler(self.task.gateway, self.principal, source) if isinstance(source, CompletionsRunDataSource) else None

@@ -30,6 +30,7 @@ from app.inference.schemas import (
     CompletionChunk,
     CompletionRequest,
 )
+from app.inference.setup import new_local_engine
 from app.kit.disconnect import ClientDisconnected, unless_disconnected
 from app.kit.openapi import event_stream
 from app.providers.local.engine import Engine
@@ -47,12 +48,7 @@ StickyKey = Annotated[
 def local_engine(app_state: Any) -> Engine:
     """The local engine, created on first use so a gateway that serves no local model never loads torch."""
     if getattr(app_state, "inference_engine", None) is None:
-        settings = app_state.settings
-        app_state.inference_engine = Engine(
-            app_state.providers.get("local").store,
-            max_adapters=settings.engine_max_adapters,
-            max_batch_size=settings.engine_max_batch_size,
-        )
+        app_state.inference_engine = new_local_engine(app_state.settings, app_state.providers)
     engine: Engine = app_state.inference_engine
     return engine
 

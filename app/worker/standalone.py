@@ -9,11 +9,14 @@ import signal
 
 from app.config import Settings
 from app.db import create_engine_from_url, create_sessionmaker
+from app.evals.tasks import EvalRunTask
 from app.files.storage import BlobStore
 from app.fine_tuning.events import DISPATCH_WAKEUP
 from app.fine_tuning.tasks import TrainingTask
+from app.inference.setup import worker_gateway
 from app.providers.setup import build_providers
 from app.tokenizers import seed_tiktoken_cache
+from app.usage.service import UsageMeter
 from app.webhooks.service import Dispatcher
 from app.worker.runner import Worker
 
@@ -30,14 +33,23 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
     store = BlobStore(settings.files_dir, settings.tmp_dir)
     providers = build_providers(settings)
     dispatcher = Dispatcher.from_settings(sessionmaker, settings, dispatch_wakeup)
-    tasks = [asyncio.create_task(dispatcher.run_forever(), name="ftgw-webhooks")]
-    tasks += [
-        asyncio.create_task(worker.run_forever(), name=f"ftgw-worker-{i}")
-        for i, worker in enumerate(
-            Worker([TrainingTask(settings, sessionmaker, store, providers)], poll_seconds=settings.worker_poll_seconds)
-            for _ in range(concurrency)
-        )
+    meter = UsageMeter(sessionmaker)
+    gateway, clients, local = worker_gateway(settings, sessionmaker, providers, meter)
+    tasks = [
+        asyncio.create_task(dispatcher.run_forever(), name="ftgw-webhooks"),
+        asyncio.create_task(meter.run_forever(settings.usage_flush_seconds), name="ftgw-usage"),
     ]
+    workers = (
+        Worker(
+            [
+                TrainingTask(settings, sessionmaker, store, providers),
+                EvalRunTask.from_settings(settings, sessionmaker, store, gateway),
+            ],
+            poll_seconds=settings.worker_poll_seconds,
+        )
+        for _ in range(concurrency)
+    )
+    tasks += [asyncio.create_task(worker.run_forever(), name=f"ftgw-worker-{i}") for i, worker in enumerate(workers)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -49,4 +61,6 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await clients.aclose()
+    await local.close()
     await engine.dispose()

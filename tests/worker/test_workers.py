@@ -32,7 +32,7 @@ class Workers:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, **extra_env: str) -> subprocess.Popen[bytes]:
         s = self.gateway.settings
         env = {
             **os.environ,
@@ -44,6 +44,7 @@ class Workers:
             "FTGW_WORKER_HEARTBEAT_SECONDS": "0.5",
             "FTGW_WORKER_POLL_SECONDS": "0.2",
             "FTGW_LOG_LEVEL": "warning",
+            **extra_env,
         }
         log = (self.tmp_path / f"worker-{len(self.procs)}.log").open("wb")
         proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env, stdout=log, stderr=log)
