@@ -27,6 +27,7 @@ from app.errors import ErrorResponse, install_error_handlers
 from app.evals.endpoints import router as evals_router
 from app.evals.grader_endpoints import router as graders_router
 from app.evals.tasks import EvalRunTask
+from app.evals.watch import RUNS_FINISHED, RunWatch
 from app.files.endpoints import router as files_router
 from app.files.storage import BlobStore
 from app.files.tasks import purge_expired_forever
@@ -94,7 +95,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.worker_wakeup = Wakeup()
     dispatch_wakeup = asyncio.Event()
-    app.state.sessionmaker = sessionmaker = create_sessionmaker(engine, info={DISPATCH_WAKEUP: dispatch_wakeup})
+    app.state.eval_watch = eval_watch = RunWatch()
+    app.state.sessionmaker = sessionmaker = create_sessionmaker(
+        engine, info={DISPATCH_WAKEUP: dispatch_wakeup, RUNS_FINISHED: eval_watch}
+    )
     app.state.blob_store = store = BlobStore(settings.files_dir, settings.tmp_dir)
     app.state.auth_cache = AuthCache(settings.auth_cache_seconds)
     app.state.tasks = runner = TaskRunner()

@@ -7,6 +7,7 @@ the run row (``EvalRepository.transition``): a run's outcome is recorded, and it
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import timedelta
@@ -14,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import after_commit
 from app.errors import InvalidRequest, NotFound
 from app.evals import graders, templates
 from app.evals.items import item_schema_problem, load_items
@@ -31,6 +33,7 @@ from app.evals.schemas import (
     StoredCompletionsSource,
     UpdateEvalRequest,
 )
+from app.evals.watch import RUNS_FINISHED, RunWatch
 from app.files.storage import BlobStore
 from app.fine_tuning.events import DISPATCH_WAKEUP
 from app.kit.ids import new_id
@@ -90,6 +93,45 @@ def _data_source_config(config: CustomDataSourceConfig) -> dict[str, Any]:
     if config.include_sample_schema:
         properties["sample"] = SAMPLE_SCHEMA
     return {"type": "custom", "schema": {"type": "object", "properties": properties, "required": list(properties)}}
+
+
+def _refuse_stored(data_source: CompletionsRunDataSource) -> None:
+    if isinstance(data_source.source, StoredCompletionsSource):
+        raise _unsupported(
+            "Source 'stored_completions' reads OpenAI's stored traffic, which ftgw does not have: use "
+            "'file_content' or 'file_id'.",
+            "data_source.source.type",
+        )
+
+
+def _check_prompt(evaluation: Eval, data_source: CompletionsRunDataSource) -> None:
+    """The run's messages read only what the eval's items provide, and its sampling parameters are ones ftgw has."""
+    messages = data_source.input_messages
+    if messages is None:
+        raise InvalidRequest(
+            "A completions run needs input_messages: a template, or an item_reference.",
+            param="data_source.input_messages",
+            code="missing_required_parameter",
+        )
+    schema = evaluation.item_schema
+    if isinstance(messages, ItemReferenceInputMessages):
+        param = "data_source.input_messages.item_reference"
+        if templates.check_references({messages.item_reference}, schema, sample_allowed=False) is not None:
+            raise _unprovided(messages.item_reference, param, "The item_reference")
+    else:
+        for j, message in enumerate(messages.template):
+            paths = {path for text in message.texts() for path in templates.references(text)}
+            unprovided = templates.check_references(paths, schema, sample_allowed=False)
+            if unprovided is not None:
+                raise _unprovided(unprovided, f"data_source.input_messages.template[{j}]", f"Message {j}")
+    sampling = data_source.sampling_params
+    for name in _UNSUPPORTED_SAMPLING:
+        if sampling is not None and getattr(sampling, name) is not None:
+            raise InvalidRequest(
+                f"sampling_params.{name} is not supported by ftgw's eval runs.",
+                param=f"data_source.sampling_params.{name}",
+                code="unsupported_parameter",
+            )
 
 
 class EvalService:
@@ -214,17 +256,28 @@ class EvalService:
         await EvalRepository(session).add(run)
         return run
 
+    async def check_source(
+        self,
+        session: AsyncSession,
+        store: BlobStore,
+        project_id: str,
+        eval_id: str,
+        data_source: CompletionsRunDataSource,
+    ) -> Eval:
+        """A completions data source checked as a run's is, all but its model, which each run made from it names (a
+        release gate's, one run per alias version it judges). The eval it was checked against."""
+        evaluation = await self.get(session, project_id, eval_id)
+        _refuse_stored(data_source)
+        _check_prompt(evaluation, data_source)
+        await load_items(session, store, evaluation, data_source)
+        return evaluation
+
     @staticmethod
     async def _check_completions(
         catalog: ModelCatalog, project_id: str, evaluation: Eval, data_source: CompletionsRunDataSource
     ) -> str:
         """The model the run samples, once it and the prompt are known good."""
-        if isinstance(data_source.source, StoredCompletionsSource):
-            raise _unsupported(
-                "Source 'stored_completions' reads OpenAI's stored traffic, which ftgw does not have: use "
-                "'file_content' or 'file_id'.",
-                "data_source.source.type",
-            )
+        _refuse_stored(data_source)
         if data_source.model is None:
             raise InvalidRequest(
                 "A completions run needs the model to sample.",
@@ -233,32 +286,7 @@ class EvalService:
             )
         if not await _callable(catalog, project_id, data_source.model):
             raise _no_such_model(data_source.model, "data_source.model")
-        messages = data_source.input_messages
-        if messages is None:
-            raise InvalidRequest(
-                "A completions run needs input_messages: a template, or an item_reference.",
-                param="data_source.input_messages",
-                code="missing_required_parameter",
-            )
-        schema = evaluation.item_schema
-        if isinstance(messages, ItemReferenceInputMessages):
-            param = "data_source.input_messages.item_reference"
-            if templates.check_references({messages.item_reference}, schema, sample_allowed=False) is not None:
-                raise _unprovided(messages.item_reference, param, "The item_reference")
-        else:
-            for j, message in enumerate(messages.template):
-                paths = {path for text in message.texts() for path in templates.references(text)}
-                unprovided = templates.check_references(paths, schema, sample_allowed=False)
-                if unprovided is not None:
-                    raise _unprovided(unprovided, f"data_source.input_messages.template[{j}]", f"Message {j}")
-        sampling = data_source.sampling_params
-        for name in _UNSUPPORTED_SAMPLING:
-            if sampling is not None and getattr(sampling, name) is not None:
-                raise InvalidRequest(
-                    f"sampling_params.{name} is not supported by ftgw's eval runs.",
-                    param=f"data_source.sampling_params.{name}",
-                    code="unsupported_parameter",
-                )
+        _check_prompt(evaluation, data_source)
         return data_source.model
 
     async def get_run(
@@ -399,6 +427,9 @@ class EvalService:
         await webhook_service.enqueue(
             session, run.project_id, OUTCOME_EVENTS[status], {"id": run.id}, session.info.get(DISPATCH_WAKEUP)
         )
+        watch = session.info.get(RUNS_FINISHED)
+        if isinstance(watch, RunWatch):
+            after_commit(session, functools.partial(watch.finished, run.id))
         return True
 
     # --- the executor's reads and writes ---------------------------------------------------------------------------

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from app.auth.principal import PrincipalDep
 from app.db import SessionDep, after_commit
 from app.kit.pagination import AfterQuery, Order, OrderQuery, limit_query
 from app.kit.schemas import ListResponse
 from app.registry.aliases import alias_service
+from app.registry.gates import GateRuntime
 from app.registry.models import AliasVersion, ModelAlias
 from app.registry.routing import ModelCatalog
 from app.registry.schemas import (
@@ -31,6 +32,22 @@ Limit = Annotated[int, limit_query(100)]
 def _catalog(request: Request) -> ModelCatalog:
     catalog: ModelCatalog = request.app.state.catalog
     return catalog
+
+
+def _gates(request: Request) -> GateRuntime:
+    """What a release gate needs of the app; it runs in sessions of its own, beside the request's."""
+    state = request.app.state
+    return GateRuntime(
+        state.sessionmaker,
+        state.blob_store,
+        state.catalog,
+        str(request.base_url),
+        wakeup=getattr(state, "worker_wakeup", None),
+        watch=getattr(state, "eval_watch", None),
+    )
+
+
+GatesDep = Annotated[GateRuntime, Depends(_gates)]
 
 
 def _changed(request: Request, session: SessionDep, project_id: str) -> None:
@@ -80,10 +97,15 @@ async def delete_alias(name: str, request: Request, session: SessionDep, princip
 
 @router.post("/aliases/{name}/versions", response_model=AliasVersionOut)
 async def create_version(
-    name: str, body: AliasVersionCreate, request: Request, session: SessionDep, principal: PrincipalDep
+    name: str,
+    body: AliasVersionCreate,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    gates: GatesDep,
 ) -> AliasVersionOut:
-    """Add a numbered version (weighted targets, fallbacks, guard); it becomes active unless `activate` is false."""
-    version = await alias_service.add_version(session, _catalog(request), principal, name, body)
+    """Add a numbered version (targets, fallbacks, guard, gate); active unless `activate` is false or its gate fails."""
+    version = await alias_service.add_version(session, _catalog(request), principal, name, body, gates)
     _changed(request, session, principal.project_id)
     return _version_out(name, version)
 
@@ -102,16 +124,18 @@ async def get_version(name: str, version: int, session: SessionDep, principal: P
 
 
 @router.post("/aliases/{name}/promote", response_model=AliasOut)
-async def promote(name: str, body: Promote, request: Request, session: SessionDep, principal: PrincipalDep) -> AliasOut:
-    """Make a version the active one."""
-    alias = await alias_service.promote(session, principal, name, body.version)
+async def promote(
+    name: str, body: Promote, request: Request, session: SessionDep, principal: PrincipalDep, gates: GatesDep
+) -> AliasOut:
+    """Make a version the active one; a gated version once its release gate passes (409 with the figures otherwise)."""
+    alias = await alias_service.promote(session, gates, principal, name, body.version)
     _changed(request, session, principal.project_id)
     return AliasOut.model_validate(alias)
 
 
 @router.post("/aliases/{name}/rollback", response_model=AliasOut)
 async def rollback(name: str, request: Request, session: SessionDep, principal: PrincipalDep) -> AliasOut:
-    """Make the previously active version active again."""
+    """Make the previously active version active again (never gated: the way back when a release goes wrong)."""
     alias = await alias_service.rollback(session, principal, name)
     _changed(request, session, principal.project_id)
     return AliasOut.model_validate(alias)

@@ -1,4 +1,8 @@
-"""Aliases: create, version, promote and roll back; every change lands in the audit log in the same transaction."""
+"""Aliases: create, version, promote and roll back; every change lands in the audit log in the same transaction.
+
+A version with a release gate (``app.registry.gates``) is activated only once its gate passes; a gate that fails is
+recorded in the audit log all the same. Rollback is never gated: it is the way back when a release goes wrong.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
+from app.db import commit
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.kit.ids import new_id
 from app.kit.pagination import Order, Page
+from app.registry.gates import GateRefused, GateRuntime, release_gates
 from app.registry.models import AliasVersion, ModelAlias, RegistryChange
 from app.registry.repository import AliasRepository
 from app.registry.routing import ModelCatalog
-from app.registry.schemas import AliasCreate, AliasVersionCreate
+from app.registry.schemas import AliasCreate, AliasVersionCreate, Gate
 
 
 def alias_not_found(name: str) -> NotFound:
     return NotFound(f"No alias named '{name}'.", param="alias", code="alias_not_found")
+
+
+def _no_version(name: str, number: int) -> NotFound:
+    return NotFound(f"Alias '{name}' has no version {number}.", param="version", code="version_not_found")
 
 
 class AliasService:
@@ -70,8 +80,11 @@ class AliasService:
         principal: Principal,
         name: str,
         body: AliasVersionCreate,
+        gates: GateRuntime,
     ) -> AliasVersion:
-        """A new numbered version; every model it names must exist in the project (aliases cannot nest)."""
+        """A new numbered version; every model it names must exist in the project (aliases cannot nest), and its
+        gate, if it has one, must be able to run. With ``activate``, a gated version is activated once its gate
+        passes; when the gate refuses, the version is kept (committed, inactive) and the 409 says so."""
         for field, models in (
             ("targets", [t.model for t in body.targets]),
             ("fallbacks", body.fallbacks),
@@ -87,6 +100,8 @@ class AliasService:
                         param=field,
                         code="model_not_found",
                     ) from None
+        if body.gate is not None:
+            await release_gates.check(session, gates.store, principal.project_id, body.gate)
         repo = AliasRepository(session)
         alias = await self.get(session, principal.project_id, name, for_update=True)
         number = await repo.last_version(alias.id) + 1
@@ -98,13 +113,16 @@ class AliasService:
                 targets=[t.model_dump() for t in body.targets],
                 fallbacks=list(body.fallbacks),
                 guard=body.guard.model_dump() if body.guard else None,
+                gate=body.gate.model_dump(mode="json", exclude_none=True) if body.gate else None,
                 note=body.note,
                 created_by=principal.key_id,
             )
         )
-        detail = body.model_dump(exclude={"activate"}, exclude_none=True)
+        detail = body.model_dump(mode="json", exclude={"activate"}, exclude_none=True)
         await self._record(session, principal, "version.created", name, number, detail)
-        if body.activate:
+        if body.activate and version.gate is not None:
+            await self._activate_gated(session, gates, principal, alias, version, created=True)
+        elif body.activate:
             await self._activate(session, principal, alias, number, "version.promoted")
         return version
 
@@ -116,18 +134,25 @@ class AliasService:
         alias = await self.get(session, project_id, name)
         found = await AliasRepository(session).version(alias.id, number)
         if found is None:
-            raise NotFound(f"Alias '{name}' has no version {number}.", param="version", code="version_not_found")
+            raise _no_version(name, number)
         return found
 
-    async def promote(self, session: AsyncSession, principal: Principal, name: str, number: int) -> ModelAlias:
+    async def promote(
+        self, session: AsyncSession, gates: GateRuntime, principal: Principal, name: str, number: int
+    ) -> ModelAlias:
+        """Make version ``number`` active; a gated one once its gate passes (409 otherwise)."""
         alias = await self.get(session, principal.project_id, name, for_update=True)
-        if await AliasRepository(session).version(alias.id, number) is None:
-            raise NotFound(f"Alias '{name}' has no version {number}.", param="version", code="version_not_found")
+        version = await AliasRepository(session).version(alias.id, number)
+        if version is None:
+            raise _no_version(name, number)
+        if version.gate is not None:
+            return await self._activate_gated(session, gates, principal, alias, version, created=False)
         await self._activate(session, principal, alias, number, "version.promoted")
         return alias
 
     async def rollback(self, session: AsyncSession, principal: Principal, name: str) -> ModelAlias:
-        """Make the version that was active before the current one active again."""
+        """Make the version that was active before the current one active again. Never gated: it is the escape
+        hatch when a release goes wrong, and the version it returns to has answered before."""
         alias = await self.get(session, principal.project_id, name, for_update=True)
         history = list(alias.activations)
         if len(history) < 2:
@@ -148,14 +173,67 @@ class AliasService:
     ) -> Page[RegistryChange]:
         return await AliasRepository(session).changes(project_id, alias=alias, limit=limit, order=order, after=after)
 
+    async def _activate_gated(
+        self,
+        session: AsyncSession,
+        gates: GateRuntime,
+        principal: Principal,
+        alias: ModelAlias,
+        version: AliasVersion,
+        *,
+        created: bool,
+    ) -> ModelAlias:
+        """Activate ``version`` once its gate passes; otherwise record the refusal and raise :class:`GateRefused`.
+
+        A gate spans transactions, so this is the one place a request commits more than once. What the request did
+        so far (a new version) is committed first: the gate's runs call it as ``alias@N``, and no transaction (nor
+        the alias's row lock) may be held while they run. A refusal is recorded in a transaction of its own, since
+        the request then fails. The activation re-reads the alias under lock and is the request's own commit; if
+        another version became active meanwhile, a regression measured against the old one no longer holds (409).
+        """
+        alias_id, name, number, active = alias.id, alias.name, version.version, alias.active_version
+        gate = Gate.model_validate(version.gate)
+        await commit(session)
+        verdict = await release_gates.judge(gates, principal, name, number, active, gate)
+        inactive = f" Version {number} was created and stays inactive." if created else ""
+        param = "activate" if created else "version"
+        if not verdict.passed:
+            detail = {"active_version": active, "gate": verdict.figures}
+            async with gates.sessionmaker() as own:
+                await self._record(own, principal, f"version.gate_{verdict.outcome}", name, number, detail)
+                await commit(own)
+            raise GateRefused(verdict.message(name, number) + inactive, verdict, param=param)
+        alias = await self.get(session, principal.project_id, name, for_update=True)
+        if alias.id != alias_id:
+            raise alias_not_found(name)  # deleted (and made again) while the gate ran
+        if verdict.baseline is not None and alias.active_version != verdict.baseline:
+            raise Conflict(
+                f"The active version of '{name}' changed from {verdict.baseline} to {alias.active_version} while the "
+                f"gate of version {number} ran; promote it again to judge it against the new one.{inactive}",
+                param=param,
+                code="gate_stale",
+            )
+        await self._activate(session, principal, alias, number, "version.promoted", gate=verdict.figures)
+        return alias
+
     async def _activate(
-        self, session: AsyncSession, principal: Principal, alias: ModelAlias, number: int, action: str
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        alias: ModelAlias,
+        number: int,
+        action: str,
+        *,
+        gate: dict[str, Any] | None = None,
     ) -> None:
         previous = alias.active_version
         alias.active_version = number
         alias.activations = [*alias.activations, number]
         await session.flush()
-        await self._record(session, principal, action, alias.name, number, {"from_version": previous})
+        detail: dict[str, Any] = {"from_version": previous}
+        if gate is not None:
+            detail["gate"] = gate
+        await self._record(session, principal, action, alias.name, number, detail)
 
     async def _record(
         self,

@@ -48,7 +48,8 @@ class ModelAlias(TimestampMixin, Base):
 
 
 class AliasVersion(TimestampMixin, Base):
-    """One numbered, immutable routing rule of an alias: weighted targets, fallbacks, an optional guard."""
+    """One numbered, immutable routing rule of an alias: weighted targets, fallbacks, an optional guard, and the
+    optional release gate its activation must pass."""
 
     __tablename__ = "alias_versions"
     __table_args__ = (UniqueConstraint("alias_id", "version"),)
@@ -59,6 +60,7 @@ class AliasVersion(TimestampMixin, Base):
     targets: Mapped[list[dict[str, Any]]] = mapped_column(JSON, doc="[{model, weight}]")
     fallbacks: Mapped[list[str]] = mapped_column(JSON, default=list)
     guard: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, doc="The release gate activating it must pass.")
     note: Mapped[str | None] = mapped_column(String(1024))
     created_by: Mapped[str | None] = mapped_column(String(64), doc="The API key that made it.")
 

@@ -46,7 +46,8 @@ class AliasRepository:
     async def get(self, project_id: str, name: str, *, for_update: bool = False) -> ModelAlias | None:
         stmt = select(ModelAlias).where(ModelAlias.project_id == project_id, ModelAlias.name == name)
         if for_update:
-            stmt = stmt.with_for_update()
+            # A locked read is a fresh one: the row as committed now, not as this session loaded it earlier.
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def add(self, alias: ModelAlias) -> ModelAlias:
