@@ -131,9 +131,9 @@ async def read(
     session: AsyncSession, project_id: str, eval_id: str, run_ids: list[str], *, disagreements_limit: int
 ) -> ComparisonOut:
     """The comparison of ``run_ids`` (runs of this eval, 2 to 5) as they stand."""
+    evaluation = await eval_service.get(session, project_id, eval_id)
     if not 2 <= len(run_ids) <= MAX_MODELS or len(set(run_ids)) != len(run_ids):
         raise InvalidRequest(f"Compare 2 to {MAX_MODELS} distinct runs.", param="run_ids")
-    evaluation = await eval_service.get(session, project_id, eval_id)
     repo = EvalRepository(session)
     runs = [await eval_service.get_run(session, project_id, eval_id, run_id) for run_id in run_ids]
     outcomes = []
