@@ -169,6 +169,63 @@ def test_aliases_create_version_promote_rollback_changes(gateway: Gateway, tenan
     assert answer["model"] == MODEL
 
 
+def test_an_alias_version_takes_a_release_gate_from_json_or_a_file(
+    gateway: Gateway, tenant: Tenant, tmp_path: Path
+) -> None:
+    run: dict[str, Any] = {"gateway": gateway, "key": tenant.key}
+    criterion = {
+        "type": "string_check",
+        "name": "Answers",
+        "input": "{{sample.output_text}}",
+        "reference": "",
+        "operation": "ne",
+    }
+    schema = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
+    eval_id = tenant.client.evals.create(
+        name="gate", data_source_config={"type": "custom", "item_schema": schema}, testing_criteria=[criterion]
+    ).id
+    gate = {
+        "eval_id": eval_id,
+        "data_source": {
+            "type": "completions",
+            "source": {"type": "file_content", "content": [{"item": {"q": "hi"}}]},
+            "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.q}}"}]},
+        },
+        "min_pass_rate": 0.5,
+    }
+    (tmp_path / "gate.json").write_text(json.dumps(gate))
+    ok(ftgw("aliases", "create", "-n", "gated-bot", **run))
+    added = ftgw(
+        "aliases",
+        "add-version",
+        "-n",
+        "gated-bot",
+        "--target",
+        MODEL,
+        "--no-activate",
+        "--gate",
+        str(tmp_path / "gate.json"),
+        **run,
+    )
+    assert "version 1" in ok(added)
+    versions = json.loads(ok(ftgw("aliases", "versions", "-n", "gated-bot", "--json", **run)))
+    assert versions["data"][0]["gate"]["eval_id"] == eval_id
+    not_json = ftgw("aliases", "add-version", "-n", "gated-bot", "--target", MODEL, "--gate", "{nope", **run)
+    assert not_json.returncode == 2 and "--gate" in not_json.stderr
+    unknown = ftgw(
+        "aliases",
+        "add-version",
+        "-n",
+        "gated-bot",
+        "--target",
+        MODEL,
+        "--gate",
+        json.dumps({**gate, "eval_id": "eval_nope"}),
+        **run,
+    )
+    assert unknown.returncode == 1 and "eval_nope" in unknown.stderr
+
+
 def test_projects_and_keys_with_an_admin_key(gateway: Gateway) -> None:
     run: dict[str, Any] = {"gateway": gateway, "key": gateway.admin_key}
     name = f"cli-{id(gateway)}"

@@ -4,6 +4,7 @@ changes (the audit log)."""
 from __future__ import annotations
 
 import json as jsonlib
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -82,10 +83,19 @@ def add_version(
         str | None, typer.Option("--guard", metavar="JSON", help='e.g. {"model": "ft:…", "allowed_labels": ["yes"]}')
     ] = None,
     note: Annotated[str | None, typer.Option("--note", help="Why this version.")] = None,
+    gate: Annotated[
+        str | None,
+        typer.Option(
+            "--gate",
+            metavar="JSON|FILE",
+            help='A release gate: {"eval_id": "eval_…", "data_source": {…}, "min_pass_rate": 0.8, '
+            '"max_regression": 5}; activating the version runs it first.',
+        ),
+    ] = None,
     activate: Annotated[bool, typer.Option("--activate/--no-activate", help="Make it the active version.")] = True,
     json: Json = False,
 ) -> None:
-    """Add a version to an alias (active at once unless --no-activate)."""
+    """Add a version to an alias (active at once unless --no-activate; a gated version only if its gate passes)."""
     body: dict[str, Any] = {
         "targets": _targets(target),
         "fallbacks": fallback or [],
@@ -97,6 +107,8 @@ def add_version(
             body["guard"] = jsonlib.loads(guard)
         except ValueError as exc:
             raise CliError(f"--guard is not JSON: {exc}", None, USAGE) from None
+    if gate is not None:
+        body["gate"] = _json_or_file(gate, "--gate")
     version = gateway().post(f"{ALIASES}/{name}/versions", body)
     if json:
         print_json(version)
@@ -161,3 +173,13 @@ def changes(
         print_json(page)
         return
     table(page["data"], ("created_at", "alias", "action", "version", "actor"), times=("created_at",))
+
+
+def _json_or_file(value: str, option: str) -> Any:
+    """``value`` as JSON, or the JSON in the file it names."""
+    path = Path(value)
+    text = path.read_text() if not value.lstrip().startswith("{") and path.is_file() else value
+    try:
+        return jsonlib.loads(text)
+    except ValueError as exc:
+        raise CliError(f"{option} is neither JSON nor a JSON file: {exc}", None, USAGE) from None
