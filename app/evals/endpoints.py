@@ -24,6 +24,7 @@ from app.evals.schemas import (
     EvalRunOut,
     OutputItemList,
     OutputItemOut,
+    ResultCounts,
     UpdateEvalRequest,
 )
 from app.evals.service import eval_service
@@ -131,7 +132,9 @@ async def list_runs(
 @router.get("/{eval_id}/runs/{run_id}", response_model=EvalRunOut)
 async def retrieve_run(eval_id: str, run_id: str, session: SessionDep, principal: PrincipalDep) -> EvalRunOut:
     """Retrieve a run: its status and, as it goes, its counts."""
-    return run_out(await eval_service.get_run(session, principal.project_id, eval_id, run_id))
+    run = await eval_service.get_run(session, principal.project_id, eval_id, run_id)
+    counts = ResultCounts.model_validate(await eval_service.result_counts(session, run))
+    return run_out(run).model_copy(update={"result_counts": counts})
 
 
 @router.post("/{eval_id}/runs/{run_id}", response_model=EvalRunOut)

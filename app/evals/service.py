@@ -297,6 +297,13 @@ class EvalService:
             raise NotFound(f"No such eval run: {run_id}", param="run_id")
         return run
 
+    async def result_counts(self, session: AsyncSession, run: EvalRun) -> dict[str, int]:
+        """The run's ``result_counts``: final once it has ended; while it is queued or in progress, those of the rows
+        graded so far (a run's progress, as OpenAI's API shows it), counted without changing the run."""
+        if run.status not in ACTIVE:
+            return run.result_counts
+        return await EvalRepository(session).result_counts(run.id)
+
     async def list_runs(
         self,
         session: AsyncSession,
