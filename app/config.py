@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         le=256,
         description="Rows of one eval run sampled and graded at a time (the local engine batches them).",
     )
+    eval_after_fine_tuning: bool = Field(
+        default=True,
+        description="A supervised job with a validation file ends with an eval of its model against its base on that "
+        'file (a job\'s metadata "ftgw_eval": "off" skips it).',
+    )
     # Local models
     model_cache_dir: Path | None = Field(default=None, description="Converted base models; default data_dir/models.")
     local_models_dir: Path | None = Field(default=None, description="Extra local base models, one per subfolder.")

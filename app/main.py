@@ -26,6 +26,7 @@ from app.db import commit, create_engine_from_url, create_sessionmaker
 from app.errors import ErrorResponse, install_error_handlers
 from app.evals.endpoints import router as evals_router
 from app.evals.grader_endpoints import router as graders_router
+from app.evals.scope_endpoints import router as scope_checks_router
 from app.evals.tasks import EvalRunTask
 from app.evals.watch import RUNS_FINISHED, RunWatch
 from app.files.endpoints import router as files_router
@@ -184,6 +185,7 @@ def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None
         files_router,
         datasets_router,
         jobs_router,
+        scope_checks_router,  # before evals: POST /v1/evals/scope_checks is no eval's update
         evals_router,
         graders_router,
         models_router,

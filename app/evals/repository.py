@@ -96,6 +96,16 @@ class EvalRepository:
         stmt = select(Eval).where(Eval.project_id == project_id)
         return await keyset_page(self.session, stmt, Eval, limit=limit, order=order, after=after, by=order_by)
 
+    async def first_with_metadata(self, project_id: str, key: str, value: str) -> Eval | None:
+        """The project's earliest eval whose metadata maps ``key`` to ``value``."""
+        stmt = (
+            select(Eval)
+            .where(Eval.project_id == project_id, Eval.eval_metadata[key].as_string() == value)
+            .order_by(Eval.created_at, Eval.id)
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
     async def delete(self, evaluation: Eval) -> None:
         """The eval, its runs and their output items (explicitly: a worker running one of its runs loses it)."""
         await self.session.execute(delete(EvalOutputItem).where(EvalOutputItem.eval_id == evaluation.id))
@@ -125,6 +135,21 @@ class EvalRepository:
         if status is not None:
             stmt = stmt.where(EvalRun.status == status)
         return await keyset_page(self.session, stmt, EvalRun, limit=limit, order=order, after=after)
+
+    async def runs_with_metadata(self, project_id: str, eval_id: str, key: str) -> Sequence[EvalRun]:
+        """The eval's runs whose metadata has ``key``, oldest first, read afresh: a run that another transaction has
+        just finished shows its final status even when this session had loaded it before."""
+        stmt = (
+            select(EvalRun)
+            .where(
+                EvalRun.project_id == project_id,
+                EvalRun.eval_id == eval_id,
+                EvalRun.run_metadata[key].as_string().is_not(None),
+            )
+            .order_by(EvalRun.created_at, EvalRun.id)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
 
     async def delete_run(self, run: EvalRun) -> None:
         await self.session.execute(delete(EvalOutputItem).where(EvalOutputItem.run_id == run.id))

@@ -99,7 +99,10 @@ class Sampler:
             sample["error"] = {"code": exc.code or exc.type, "message": exc.message}
             return Sampled(sample, None)
         sample = self._sample(messages, text, finish, model, usage)
-        return Sampled(sample, Sample.of(text, model=model, input=messages))
+        # The answer's own finish_reason reaches the graders (``{{sample.choices[0].finish_reason}}``): a guard's
+        # refusal is told apart from an answer by it (content_filter), as OpenAI's filtered answers are.
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+        return Sampled(sample, Sample.of(text, model=model, input=messages, choices=[choice]))
 
     def messages(self, row: Row) -> list[dict[str, str]]:
         """The row's prompt: the template rendered with its item, or the messages its item holds."""

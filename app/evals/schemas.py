@@ -162,6 +162,13 @@ class TemplateMessage(RequestSchema):
     role: Literal["user", "assistant", "system", "developer"]
     content: str | TextPart | list[TextPart]
 
+    @classmethod
+    def user(cls, text: str) -> TemplateMessage:
+        """A user message as ftgw's own runs store it: OpenAI's ``EvalItem`` with a text part (a plain ``{role,
+        content}`` matches two of the message schemas OpenAI's ``oneOf`` lists, so a run holding it would not
+        validate against OpenAI's schema)."""
+        return cls(type="message", role="user", content=TextPart(type="input_text", text=text))
+
     def texts(self) -> list[str]:
         """Every template string of the message."""
         if isinstance(self.content, str):

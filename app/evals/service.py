@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import after_commit
 from app.errors import InvalidRequest, NotFound
-from app.evals import graders, templates
+from app.evals import graders, hooks, templates
 from app.evals.items import item_schema_problem, load_items
 from app.evals.models import ACTIVE, Eval, EvalOutputItem, EvalRun, OutputItemStatus, RunStatus
 from app.evals.repository import EvalOrder, EvalRepository, GradedItem
@@ -28,6 +28,7 @@ from app.evals.schemas import (
     CreateEvalRunRequest,
     CustomDataSourceConfig,
     ItemReferenceInputMessages,
+    JsonlRunDataSource,
     ResponsesRunDataSource,
     RunError,
     StoredCompletionsSource,
@@ -138,10 +139,11 @@ class EvalService:
     # --- evals -----------------------------------------------------------------------------------------------------
 
     async def create(
-        self, session: AsyncSession, catalog: ModelCatalog, project_id: str, body: CreateEvalRequest
+        self, session: AsyncSession, catalog: ModelCatalog | None, project_id: str, body: CreateEvalRequest
     ) -> Eval:
         """A new eval, once its item schema is a JSON schema, each criterion a valid grader whose templates read only
-        what the items provide, and each judge model (label_model, score_model) one the project may call."""
+        what the items provide, and each judge model (label_model, score_model) one the project may call (``catalog``
+        None: ftgw's own evals, whose criteria name no judge; a judge is then refused as unknown)."""
         config = body.data_source_config
         if not isinstance(config, CustomDataSourceConfig):
             raise _unsupported(
@@ -160,7 +162,7 @@ class EvalService:
             if unprovided is not None:
                 raise _unprovided(unprovided, param, f"Testing criterion {i}")
             for judge_param, model in _judges(grader, param):
-                if not await _callable(catalog, project_id, model):
+                if catalog is None or not await _callable(catalog, project_id, model):
                     raise _no_such_model(model, judge_param)
             name = str(spec.get("name", ""))
             criteria.append({**spec, "id": f"{name}-{uuid.uuid4()}"})
@@ -236,25 +238,30 @@ class EvalService:
         if isinstance(data_source, CompletionsRunDataSource):
             model = await self._check_completions(catalog, project_id, evaluation, data_source)
         await load_items(session, store, evaluation, data_source)
-        run_id = new_id("evalrun", separator="_")
-        run = EvalRun(
-            id=run_id,
-            project_id=project_id,
-            eval_id=evaluation.id,
-            name=body.name if body.name is not None else (model or run_id),
-            model=model,
-            status=RunStatus.queued,
-            data_source=data_source.model_dump(mode="json", exclude_none=True),
-            result_counts={"total": 0, "errored": 0, "failed": 0, "passed": 0},
-            per_model_usage=[],
-            per_testing_criteria_results=[],
-            run_metadata=body.metadata,
-            report_url=f"{api_base.rstrip('/')}/v1/evals/{evaluation.id}/runs/{run_id}",
-            attempts=0,
-            created_by=created_by,
+        return await _queue(
+            session, evaluation, data_source, model, body.name, body.metadata, api_base=api_base, created_by=created_by
         )
-        await EvalRepository(session).add(run)
-        return run
+
+    async def create_own_run(
+        self,
+        session: AsyncSession,
+        store: BlobStore,
+        project_id: str,
+        eval_id: str,
+        data_source: CompletionsRunDataSource,
+        *,
+        name: str,
+        metadata: dict[str, str],
+        api_base: str,
+    ) -> EvalRun:
+        """A queued completions run that ftgw itself asks for (the eval a fine-tuning job ends with), checked as any
+        run is but for its model: a job's fine-tuned model is created in the same transaction, and the catalog, which
+        reads committed rows, would not find it yet. The caller names a model it knows; no API key made the run."""
+        assert data_source.model is not None
+        evaluation = await self.check_source(session, store, project_id, eval_id, data_source)
+        return await _queue(
+            session, evaluation, data_source, data_source.model, name, metadata, api_base=api_base, created_by=None
+        )
 
     async def check_source(
         self,
@@ -434,6 +441,7 @@ class EvalService:
         await webhook_service.enqueue(
             session, run.project_id, OUTCOME_EVENTS[status], {"id": run.id}, session.info.get(DISPATCH_WAKEUP)
         )
+        await hooks.run_finished(session, run)
         watch = session.info.get(RUNS_FINISHED)
         if isinstance(watch, RunWatch):
             after_commit(session, functools.partial(watch.finished, run.id))
@@ -463,6 +471,39 @@ class EvalService:
     async def graded_item_ids(self, session: AsyncSession, run_id: str) -> set[int]:
         """The rows of the run that have their output item already: a resumed run skips them."""
         return await EvalRepository(session).graded_item_ids(run_id)
+
+
+async def _queue(
+    session: AsyncSession,
+    evaluation: Eval,
+    data_source: JsonlRunDataSource | CompletionsRunDataSource,
+    model: str | None,
+    name: str | None,
+    metadata: dict[str, str] | None,
+    *,
+    api_base: str,
+    created_by: str | None,
+) -> EvalRun:
+    """A new queued run of ``evaluation`` over a data source already checked."""
+    run_id = new_id("evalrun", separator="_")
+    run = EvalRun(
+        id=run_id,
+        project_id=evaluation.project_id,
+        eval_id=evaluation.id,
+        name=name if name is not None else (model or run_id),
+        model=model,
+        status=RunStatus.queued,
+        data_source=data_source.model_dump(mode="json", exclude_none=True),
+        result_counts={"total": 0, "errored": 0, "failed": 0, "passed": 0},
+        per_model_usage=[],
+        per_testing_criteria_results=[],
+        run_metadata=metadata,
+        report_url=f"{api_base.rstrip('/')}/v1/evals/{evaluation.id}/runs/{run_id}",
+        attempts=0,
+        created_by=created_by,
+    )
+    await EvalRepository(session).add(run)
+    return run
 
 
 async def _criteria(session: AsyncSession, run: EvalRun) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""/v1/fine_tuning/jobs: create, list, retrieve, cancel, pause, resume; events (and their live stream); checkpoints."""
+"""/v1/fine_tuning/jobs: create, list, retrieve, cancel, pause, resume; events (and their live stream); checkpoints;
+the eval a job ended with (ftgw's own)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from sse_starlette import EventSourceResponse
 
 from app.auth.principal import PrincipalDep
 from app.db import SessionDep
+from app.evals.comparisons import ComparisonOut
+from app.fine_tuning import evaluation
 from app.fine_tuning.models import FineTuningJob
 from app.fine_tuning.schemas import (
     CheckpointOut,
@@ -155,3 +158,15 @@ async def list_checkpoints(
     """List a job's checkpoints (one per epoch), newest first; each is usable as a model."""
     page = await job_service.checkpoints(session, principal.project_id, fine_tuning_job_id, limit=limit, after=after)
     return ListResponse.of([CheckpointOut.model_validate(c) for c in page.items], page.has_more)
+
+
+@router.get("/{fine_tuning_job_id}/eval", response_model=ComparisonOut)
+async def job_eval(
+    fine_tuning_job_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    disagreements_limit: Annotated[int, Query(ge=0, le=1000)] = 50,
+) -> ComparisonOut:
+    """ftgw: the eval the job ended with, its base run then its fine-tuned run on the validation file, side by side."""
+    job = await job_service.get(session, principal.project_id, fine_tuning_job_id)
+    return await evaluation.read(session, job, disagreements_limit=disagreements_limit)

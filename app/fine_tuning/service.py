@@ -24,6 +24,8 @@ from app.files.models import FilePurpose, FileStatus, StoredFile
 from app.files.repository import FileRepository
 from app.files.service import file_service
 from app.files.storage import BlobStore, digest
+from app.fine_tuning import evaluation
+from app.fine_tuning.evaluation import AfterTraining
 from app.fine_tuning.events import job_finished
 from app.fine_tuning.models import ACTIVE, EventLevel, EventType, FineTuningJob, JobCheckpoint, JobEvent, JobStatus
 from app.fine_tuning.repository import JobRepository
@@ -398,10 +400,12 @@ class JobService:
         record: RunRecord,
         store: BlobStore,
         work_dir: Path,
+        evaluate: AfterTraining | None = None,
     ) -> FineTunedModel | None:
         """How ``worker_id``'s run of ``job`` ended, in the caller's one transaction. The fine-tuned model when
-        this call completed the job; None when it failed, or was paused or cancelled under the run (whose own
-        event told that already: here only what the run left is added)."""
+        this call completed the job (and, as ``evaluate`` says, the eval of it on the validation file is queued);
+        None when it failed, or was paused or cancelled under the run (whose own event told that already: here
+        only what the run left is added)."""
         if outcome.hyperparameters:
             job.hyperparameters = {**job.hyperparameters, **outcome.hyperparameters}
         if outcome.status == "succeeded":
@@ -416,6 +420,8 @@ class JobService:
                 await self._attach_results(session, store, job, outcome.results_csv)
                 model = _model_row(job, record, outcome.artifact or "")
                 await ModelRepository(session).add(model)
+                if evaluate is not None:
+                    await evaluation.queue(session, store, job, model, evaluate)
                 return model
         elif outcome.status == "failed":
             failure = JobFailure(

@@ -20,6 +20,7 @@ from app.config import Settings
 from app.datasets.prompt_format import detect_prompt_format
 from app.db import commit
 from app.files.storage import BlobStore
+from app.fine_tuning.evaluation import AfterTraining
 from app.fine_tuning.models import FineTuningJob
 from app.fine_tuning.run_context import RunContext
 from app.fine_tuning.service import JobFailure, RunImpossible, job_service
@@ -54,6 +55,7 @@ class TrainingTask:
         self.providers = providers
         self.lease = timedelta(seconds=settings.worker_lease_seconds)
         self.warm = warm
+        self.evaluate = AfterTraining.from_settings(settings)
 
     async def run_next(self, worker_id: str) -> bool:
         """Settle the jobs whose files were being validated, then run at most one job."""
@@ -131,7 +133,14 @@ class TrainingTask:
                 return  # another worker has it now: nothing of ours to record
             if outcome is not None and outcome.status != "interrupted":
                 model = await job_service.record_outcome(
-                    session, held, outcome, worker_id=worker_id, record=ctx.record, store=self.store, work_dir=work_dir
+                    session,
+                    held,
+                    outcome,
+                    worker_id=worker_id,
+                    record=ctx.record,
+                    store=self.store,
+                    work_dir=work_dir,
+                    evaluate=self.evaluate,
                 )
             await job_service.release(session, held, worker_id)
             await commit(session)

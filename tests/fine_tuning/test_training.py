@@ -86,7 +86,11 @@ def test_prompt_completion_job_trains_and_produces_a_model(training_gateway: Gat
     assert len(metrics) == 12  # 24 examples / batch 4 = 6 steps per epoch, 2 epochs
     assert {int(e.data["step"]) for e in metrics} == set(range(1, 13))  # type: ignore[index]
     assert any("valid_loss" in (e.data or {}) for e in metrics)
-    assert events[0].message == "The job has successfully completed"
+    # The job's last event says it completed; only the eval of its model on the validation file comes after.
+    messages = [e.message for e in events]
+    completed = messages.index("The job has successfully completed")
+    assert all(m.startswith(("Evaluating ", "Eval on the validation file: ")) for m in messages[:completed])
+    assert messages[completed - 1].startswith(f"Evaluating {done.fine_tuned_model} against its base {MODEL}")
 
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [c.step_number for c in checkpoints] == [12, 6]
