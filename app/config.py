@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     worker_heartbeat_seconds: float = Field(default=3, gt=0)
     worker_poll_seconds: float = Field(default=1, gt=0)
     worker_max_attempts: int = Field(default=3, ge=1, description="Claims of one job before it is failed.")
+    eval_runs_at_once: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="Eval runs one worker executes side by side (a release gate's runs need not wait for a long one).",
+    )
     eval_concurrency: int = Field(
         default=16,
         ge=1,

@@ -135,7 +135,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             training = TrainingTask(settings, sessionmaker, store, providers, warm=functools.partial(_warm_local, app))
             evals = EvalRunTask.from_settings(settings, sessionmaker, store, app.state.inference)
             worker = Worker(
-                [training, evals], poll_seconds=settings.worker_poll_seconds, wakeup=app.state.worker_wakeup
+                [training, *[evals] * settings.eval_runs_at_once],
+                poll_seconds=settings.worker_poll_seconds,
+                wakeup=app.state.worker_wakeup,
             )
             app.state.worker = worker
             start(worker.run_forever(), "ftgw-worker")

@@ -27,7 +27,7 @@ def new_worker_id() -> str:
 class Worker:
     def __init__(
         self,
-        tasks: Sequence[LeasedTask],
+        tasks: Sequence[LeasedTask],  # one loop each: list a task N times to run N of its items at once
         *,
         poll_seconds: float,
         worker_id: str | None = None,
@@ -41,8 +41,9 @@ class Worker:
     async def run_forever(self) -> None:
         log.info("worker %s started (%s)", self.id, ", ".join(task.name for task in self.tasks))
         async with asyncio.TaskGroup() as group:
-            for task in self.tasks:
-                group.create_task(self._loop(task), name=f"ftgw-worker-{task.name}")
+            for i, task in enumerate(self.tasks):  # a task listed twice runs two of its items at a time
+                name = f"{task.name}-{i}"
+                group.create_task(self._loop(task, name), name=f"ftgw-worker-{name}")
 
     async def run_once(self) -> bool:
         """One round of every loop, one after the other. Whether any had work (for tests and tools)."""
@@ -51,7 +52,7 @@ class Worker:
             worked = await task.run_next(self.id) or worked
         return worked
 
-    async def _loop(self, task: LeasedTask) -> None:
+    async def _loop(self, task: LeasedTask, name: str) -> None:
         while True:
             try:
                 worked = await task.run_next(self.id)
@@ -61,4 +62,4 @@ class Worker:
                 log.exception("worker %s: %s failed", self.id, task.name)
                 worked = False
             if not worked:
-                await self.wakeup.wait(task.name, self.poll_seconds)
+                await self.wakeup.wait(name, self.poll_seconds)

@@ -43,7 +43,7 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
         Worker(
             [
                 TrainingTask(settings, sessionmaker, store, providers),
-                EvalRunTask.from_settings(settings, sessionmaker, store, gateway),
+                *[EvalRunTask.from_settings(settings, sessionmaker, store, gateway)] * settings.eval_runs_at_once,
             ],
             poll_seconds=settings.worker_poll_seconds,
         )
