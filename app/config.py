@@ -67,10 +67,11 @@ class Settings(BaseSettings):
         description="Eval runs one worker executes side by side (a release gate's runs need not wait for a long one).",
     )
     eval_concurrency: int = Field(
-        default=16,
+        default=32,
         ge=1,
         le=256,
-        description="Rows of one eval run sampled and graded at a time (the local engine batches them).",
+        description="Rows of one eval run sampled and graded at a time: the local engine's batch "
+        "(FTGW_ENGINE_MAX_BATCH_SIZE), which it fills.",
     )
     eval_after_fine_tuning: bool = Field(
         default=True,

@@ -18,7 +18,7 @@ answers agree row by row at temperature 0 (the engine batches ours, so float rou
 agreement is printed) and their pass counts per criterion. ``--fine-tuned`` also trains a small chat fine-tune of
 the same task first (about a minute) and measures it too. ``--eval-concurrency`` and ``--max-batch-size`` set the
 gateway's ``FTGW_EVAL_CONCURRENCY`` (rows of a run in flight) and ``FTGW_ENGINE_MAX_BATCH_SIZE`` (sequences the
-local engine decodes together); unset, the gateway's defaults (16 and 32).
+local engine decodes together); unset, the gateway's defaults (32 and 32).
 
     .venv/bin/python bench/eval_throughput.py [--rows 96] [--max-tokens 8] [--rounds 3] [--fine-tuned]
         [--eval-concurrency N] [--max-batch-size N]
@@ -275,7 +275,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--poll", type=float, default=0.25, help="seconds between runs.retrieve polls (default 0.25)")
     parser.add_argument("--fine-tuned", action="store_true", help="also train and measure a chat fine-tune")
-    parser.add_argument("--eval-concurrency", type=int, help="FTGW_EVAL_CONCURRENCY of the gateway (default 16)")
+    parser.add_argument("--eval-concurrency", type=int, help="FTGW_EVAL_CONCURRENCY of the gateway (default 32)")
     parser.add_argument("--max-batch-size", type=int, help="FTGW_ENGINE_MAX_BATCH_SIZE of the gateway (default 32)")
     default_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ftgw" / "models"
     parser.add_argument("--cache", default=os.environ.get("FTGW_TEST_MODEL_CACHE", str(default_cache)))
