@@ -27,16 +27,11 @@ local engine decodes together); unset, the gateway's defaults (32 and 32).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import secrets
-import socket
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +43,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from openai import OpenAI  # noqa: E402
 from rapidfuzz import fuzz  # noqa: E402
-from servers import http_status, started, wait_ready  # noqa: E402
+from servers import served_gateway  # noqa: E402
 from tasks import SEPARATOR, sentiment  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
@@ -160,30 +155,6 @@ def ours(client: OpenAI, model: str, data: list[dict[str, str]], max_tokens: int
     by_name = {r.testing_criteria.rsplit("-", 5)[0]: r.passed for r in run.per_testing_criteria_results or []}
     passes = (by_name.get(CRITERIA[0]["name"], -1), by_name.get(CRITERIA[1]["name"], -1))
     return Side(seconds, answers, passes, run.result_counts.passed, [])
-
-
-@contextlib.contextmanager
-def served(cache: Path, extra: dict[str, str]) -> Iterator[tuple[str, str, Path]]:
-    """``ftgw serve`` with its embedded worker on a free port: (base URL, an admin key, its log)."""
-    key = "sk-bench-" + secrets.token_hex(16)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="ftgw-evals-") as data:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("FTGW_")},
-            "PYTHONPATH": str(REPO),
-            "FTGW_DATA_DIR": data,
-            "FTGW_MODEL_CACHE_DIR": str(cache),
-            "FTGW_PORT": str(port),
-            "FTGW_BOOTSTRAP_KEY": key,
-            "FTGW_LOG_LEVEL": "warning",
-            **extra,
-        }
-        base = f"http://127.0.0.1:{port}"
-        with started("ftgw", [sys.executable, "-m", "app.cli", "serve"], Path(data), env) as server:
-            wait_ready(server, lambda: http_status(f"{base}/health") == 200, 180)
-            yield f"{base}/v1", key, server.log
 
 
 def fine_tune(client: OpenAI) -> str:
@@ -301,7 +272,8 @@ def main() -> None:
         f"{args.max_tokens}, temperature 0; gateway settings {extra or 'defaults'}",
         flush=True,
     )
-    with served(cache, extra) as (base_url, key, _):
+    with served_gateway(cache, extra) as gateway:
+        base_url, key = gateway.base_url, gateway.key
         client = OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=600)
         models = [MODEL]
         if args.fine_tuned:

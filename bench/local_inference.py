@@ -25,13 +25,9 @@ import argparse
 import asyncio
 import contextlib
 import os
-import secrets
-import socket
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from servers import ftgw_command, http_status, started, wait_ready  # noqa: E402
+from servers import served_gateway  # noqa: E402
 
 from app.providers.local.base_models import SMOLLM2, BaseModelStore  # noqa: E402
 from app.providers.local.engine import Engine, GenerationRequest  # noqa: E402
@@ -126,30 +122,6 @@ def chats(n: int) -> list[list[dict[str, str]]]:
     return [[{"role": "user", "content": f"Write a short story about {TOPICS[i % 8]}."}] for i in range(n)]
 
 
-@contextlib.contextmanager
-def served(cache: Path, threads: int) -> Iterator[tuple[str, str]]:
-    """``ftgw serve`` on a free port with the same converted models: (base URL, an admin key)."""
-    key = "sk-bench-" + secrets.token_hex(16)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with tempfile.TemporaryDirectory() as data:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("FTGW_")},
-            "FTGW_DATA_DIR": data,
-            "FTGW_MODEL_CACHE_DIR": str(cache),
-            "FTGW_PORT": str(port),
-            "FTGW_BOOTSTRAP_KEY": key,
-            "FTGW_EMBEDDED_WORKER": "false",
-            "FTGW_LOG_LEVEL": "warning",
-            "OMP_NUM_THREADS": str(threads),
-        }
-        base = f"http://127.0.0.1:{port}"
-        with started("ftgw", [*ftgw_command(), "serve"], Path(data), env) as server:
-            wait_ready(server, lambda: http_status(f"{base}/health") == 200, 120)
-            yield f"{base}/v1", key
-
-
 async def through_http(base_url: str, key: str, n: int, new_tokens: int) -> tuple[float, list[float]]:
     """(aggregate tokens/s, each request's time to first token) for ``n`` streamed chat completions at once."""
     from openai import AsyncOpenAI
@@ -218,14 +190,22 @@ async def main() -> None:
     engine = Engine(store, device=torch.device("cpu"))
     rounds: list[Round] = []
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(served(cache, args.threads)) if args.http else None
+        server = (
+            stack.enter_context(
+                served_gateway(
+                    cache, {"FTGW_EMBEDDED_WORKER": "false", "OMP_NUM_THREADS": str(args.threads)}, ready_timeout=120
+                )
+            )
+            if args.http
+            else None
+        )
         try:
             batch = prompts(engine, args.concurrency)
             # Warm-ups: the first calls load weights, size caches and fault in pages on every side.
             anchor.run(batch[0], 8)
             await through_engine(engine, batch, 8)
             if server is not None:
-                await through_http(*server, args.concurrency, 8)
+                await through_http(server.base_url, server.key, args.concurrency, 8)
             for _ in range(args.rounds):
                 anchor_tps, anchor_ttft = anchor.run(batch[0], args.new_tokens)
                 engine_tps, engine_ttft = await through_engine(engine, batch, args.new_tokens)
@@ -235,7 +215,9 @@ async def main() -> None:
                     f"ratio {engine_tps / anchor_tps:5.2f}x"
                 )
                 if server is not None:
-                    result.http_tps, result.http_ttft = await through_http(*server, args.concurrency, args.new_tokens)
+                    result.http_tps, result.http_ttft = await through_http(
+                        server.base_url, server.key, args.concurrency, args.new_tokens
+                    )
                     line += f"; over HTTP {result.http_tps:6.1f} tok/s, ratio {result.http_tps / anchor_tps:5.2f}x"
                 rounds.append(result)
                 print(line, flush=True)

@@ -6,10 +6,12 @@ Shared by ``routed_inference.py`` (nginx, LiteLLM, ftgw) and ``local_inference.p
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -106,3 +108,35 @@ def ftgw_command() -> list[str]:
         return [str(venv_bin / "ftgw")]
     python = venv_bin / "python" if (venv_bin / "python").exists() else Path(sys.executable)
     return [str(python), "-m", "app.cli"]
+
+
+@contextmanager
+def served_gateway(cache: Path, env: dict[str, str] | None = None, ready_timeout: float = 180) -> Iterator[Gateway]:
+    """``ftgw serve`` on a free port, a fresh data folder and the converted models in ``cache``, with its embedded
+    worker unless ``env`` says otherwise; ``env`` overrides the rest of the gateway's settings."""
+    key = "sk-bench-" + secrets.token_hex(16)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="ftgw-bench-") as data:
+        settings = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("FTGW_")},
+            "PYTHONPATH": str(REPO),
+            "FTGW_DATA_DIR": data,
+            "FTGW_MODEL_CACHE_DIR": str(cache),
+            "FTGW_PORT": str(port),
+            "FTGW_BOOTSTRAP_KEY": key,
+            "FTGW_LOG_LEVEL": "warning",
+            **(env or {}),
+        }
+        base = f"http://127.0.0.1:{port}"
+        with started("ftgw", [*ftgw_command(), "serve"], Path(data), settings) as server:
+            wait_ready(server, lambda: http_status(f"{base}/health") == 200, ready_timeout)
+            yield Gateway(f"{base}/v1", key, server.log)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    base_url: str  # with /v1
+    key: str  # its admin key
+    log: Path

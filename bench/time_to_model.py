@@ -19,16 +19,12 @@ examples: batch 1), timed from the start of its process's work (model load inclu
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import secrets
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,34 +32,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from servers import http_status, started, wait_ready  # noqa: E402
+from servers import served_gateway  # noqa: E402
 from tasks import seed_sentiment  # noqa: E402
 
 CASES = {"a": (40, 2, 60.0), "b": (250, 3, 240.0)}
 MODEL = "smollm2-135m-instruct"
-
-
-@contextlib.contextmanager
-def served(cache: Path) -> Iterator[tuple[str, str]]:
-    """``ftgw serve`` with its embedded worker on a free port: (base URL, an admin key)."""
-    key = "sk-bench-" + secrets.token_hex(16)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="ftgw-ttm-") as data:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("FTGW_")},
-            "PYTHONPATH": str(REPO),
-            "FTGW_DATA_DIR": data,
-            "FTGW_MODEL_CACHE_DIR": str(cache),
-            "FTGW_PORT": str(port),
-            "FTGW_BOOTSTRAP_KEY": key,
-            "FTGW_LOG_LEVEL": "warning",
-        }
-        base = f"http://127.0.0.1:{port}"
-        with started("ftgw", [sys.executable, "-m", "app.cli", "serve"], Path(data), env) as server:
-            wait_ready(server, lambda: http_status(f"{base}/health") == 200, 180)
-            yield f"{base}/v1", key
 
 
 def through_gateway(base_url: str, key: str, rows: list[dict[str, str]], epochs: int) -> dict[str, object]:
@@ -158,7 +131,8 @@ def main() -> None:
         flush=True,
     )
     results: dict[str, dict[str, object]] = {}
-    with served(cache) as (base_url, key):
+    with served_gateway(cache) as gateway:
+        base_url, key = gateway.base_url, gateway.key
         for case in args.cases.split(","):
             n, epochs, target = CASES[case]
             r = through_gateway(base_url, key, seed_sentiment(n), epochs)

@@ -45,13 +45,6 @@ class Worker:
                 name = f"{task.name}-{i}"
                 group.create_task(self._loop(task, name), name=f"ftgw-worker-{name}")
 
-    async def run_once(self) -> bool:
-        """One round of every loop, one after the other. Whether any had work (for tests and tools)."""
-        worked = False
-        for task in self.tasks:
-            worked = await task.run_next(self.id) or worked
-        return worked
-
     async def _loop(self, task: LeasedTask, name: str) -> None:
         while True:
             try:

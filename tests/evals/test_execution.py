@@ -4,7 +4,6 @@ that beats its base model — all through the openai SDK over HTTP."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -12,7 +11,8 @@ from openai import OpenAI
 from openai.types.evals import RunRetrieveResponse
 
 from tests.conftest import Gateway, make_tenant, wait_until_validated
-from tests.evals.test_api import ITEM_SCHEMA, LABEL_CHECK, MODEL, _completions, assert_run_matches
+from tests.evals.test_api import ITEM_SCHEMA, LABEL_CHECK, MODEL, _completions, _jsonl, assert_run_matches
+from tests.fine_tuning.test_training import wait_for
 from tests.loopback import Receiver
 from tests.openai_schema import assert_matches
 
@@ -182,13 +182,7 @@ def _both_ways(disagreements: dict[str, Any]) -> int:
 
 
 def wait_for_job(client: OpenAI, job_id: str, timeout: float = 300) -> str:
-    deadline = time.monotonic() + timeout
-    while (job := client.fine_tuning.jobs.retrieve(job_id)).status not in {"succeeded", "failed", "cancelled"}:
-        assert time.monotonic() < deadline, job.status
-        time.sleep(0.2)
+    """The fine-tuned model of a job that must succeed."""
+    job = wait_for(client, job_id, {"succeeded", "failed", "cancelled"}, timeout)
     assert job.status == "succeeded" and job.fine_tuned_model, job.error
     return job.fine_tuned_model
-
-
-def _jsonl(rows: list[dict[str, Any]]) -> bytes:
-    return b"".join(json.dumps(row).encode() + b"\n" for row in rows)
