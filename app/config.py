@@ -54,6 +54,20 @@ class Settings(BaseSettings):
         "A revocation is seen at once by the process that made it, by the others within this time.",
     )
 
+    # Web console
+    console_session_hours: float = Field(
+        default=12, gt=0, le=24 * 30, description="How long a console sign-in lasts before it asks for the key again."
+    )
+    console_secure_cookies: bool = Field(
+        default=False,
+        description="Mark the console's cookies Secure (set it when the gateway is reached over HTTPS; they are "
+        "always HttpOnly and SameSite=Strict).",
+    )
+    console_assets_dir: Path = Field(
+        default=Path(__file__).resolve().parents[1] / "node_modules",
+        description="The console's front-end packages, installed from npm by `make install` (package.json).",
+    )
+
     # Workers
     embedded_worker: bool = Field(default=True, description="`ftgw serve` also runs a worker in-process.")
     worker_lease_seconds: float = Field(default=30, gt=0, description="A silent worker loses its job after this.")

@@ -20,6 +20,7 @@ from app.auth.endpoints import router as auth_router
 from app.auth.principal import AuthCache
 from app.auth.service import auth_service
 from app.config import Settings
+from app.console.router import install_console
 from app.datasets.endpoints import router as datasets_router
 from app.datasets.validation import UploadValidator
 from app.db import commit, create_engine_from_url, create_sessionmaker
@@ -173,6 +174,8 @@ def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None
         summary="The fine-tuning gateway: datasets, fine-tuning jobs and routed inference, OpenAI-compatible.",
         version=__version__,
         lifespan=lifespan,
+        docs_url=None,  # served offline by the console's assets (app/console/assets.py)
+        redoc_url=None,
         responses={"default": {"model": ErrorResponse, "description": "OpenAI's error envelope"}},
     )
     app.state.settings = settings = settings or Settings()
@@ -196,5 +199,6 @@ def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None
         webhooks_router,
     ):
         app.include_router(router)
+    install_console(app, settings)
     publish_stream_items(app)
     return app

@@ -1,6 +1,6 @@
 """Every ORM model, imported in one place so Alembic and the drift test see the whole schema."""
 
-from app.auth.models import ApiKey, Project
+from app.auth.models import ApiKey, ConsoleSession, Project
 from app.datasets.models import StoredReport
 from app.evals.models import Eval, EvalOutputItem, EvalRun
 from app.files.models import StoredFile
@@ -15,6 +15,7 @@ metadata = Base.metadata
 __all__ = [
     "AliasVersion",
     "ApiKey",
+    "ConsoleSession",
     "Eval",
     "EvalOutputItem",
     "EvalRun",

@@ -35,3 +35,19 @@ class ApiKey(PublicIdMixin, TimestampMixin, Base):
     # Per-key limits per minute; None is unlimited.
     max_requests_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
     max_tokens_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class ConsoleSession(TimestampMixin, Base):
+    """A signed-in web console: the cookie holds a random token, this row its hash (never the API key).
+
+    ``project_id`` is the project the console acts in: the key's own, or any project an admin switched to.
+    """
+
+    __tablename__ = "console_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    # Sent back by the console's pages in X-CSRF-Token (or a form field) on every state-changing request.
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -1,4 +1,5 @@
-"""Who is calling: the principal resolved from ``Authorization: Bearer <key>``, with a short-lived cache.
+"""Who is calling: the principal resolved from ``Authorization: Bearer <key>``, with a short-lived cache, or from
+the web console's session cookie (app/auth/sessions.py).
 
 Resolving a key costs a database round trip; the inference hot path must not pay it on every call, so a
 verified key is trusted for ``FTGW_AUTH_CACHE_SECONDS``. A revocation evicts the key from this process's cache at
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth.keys import hash_secret
 from app.auth.models import Role
 from app.auth.repository import ApiKeyRepository
+from app.auth.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, SignedIn, console_sessions
 from app.errors import AuthenticationFailed, PermissionDenied
 
 
@@ -103,7 +105,45 @@ async def resolve_principal(secret: str, cache: AuthCache, sessionmaker: async_s
 
 async def get_principal(request: Request) -> Principal:
     state = request.app.state
+    if "authorization" not in request.headers and SESSION_COOKIE in request.cookies:
+        return await console_principal(request)
     return await resolve_principal(_bearer_secret(request), state.auth_cache, state.sessionmaker)
+
+
+async def signed_in(request: Request) -> SignedIn | None:
+    """The console session the request's cookie names, if it is live (resolved once per request)."""
+    if hasattr(request.state, "console"):
+        found: SignedIn | None = request.state.console
+        return found
+    token = request.cookies.get(SESSION_COOKIE)
+    found = None
+    if token:
+        async with request.app.state.sessionmaker() as session:
+            found = await console_sessions.resolve(session, token)
+    request.state.console = found
+    return found
+
+
+async def console_principal(request: Request) -> Principal:
+    """The web console calls the same API with its session cookie instead of a key; whatever changes state must
+    carry the session's CSRF token."""
+    found = await signed_in(request)
+    if found is None:
+        raise AuthenticationFailed(
+            "Your console session has expired or was signed out; sign in again.", code="invalid_session"
+        )
+    if request.method not in SAFE_METHODS and not found.csrf_ok(request.headers.get(CSRF_HEADER)):
+        raise PermissionDenied(
+            "This request needs the console's CSRF token in the X-CSRF-Token header.", code="csrf_token_invalid"
+        )
+    key = found.key
+    return Principal(
+        project_id=found.row.project_id,
+        key_id=key.id,
+        role=key.role,
+        max_requests_per_minute=key.max_requests_per_minute,
+        max_tokens_per_minute=key.max_tokens_per_minute,
+    )
 
 
 async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:

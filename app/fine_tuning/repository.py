@@ -42,12 +42,39 @@ class JobRepository:
         return job
 
     async def page(
-        self, project_id: str, *, metadata: dict[str, str], limit: int, after: str | None
+        self,
+        project_id: str,
+        *,
+        metadata: dict[str, str],
+        limit: int,
+        after: str | None,
+        status: JobStatus | None = None,
     ) -> Page[FineTuningJob]:
         stmt = select(FineTuningJob).where(FineTuningJob.project_id == project_id)
         for key, value in metadata.items():
             stmt = stmt.where(FineTuningJob.job_metadata[key].as_string() == value)
+        if status is not None:
+            stmt = stmt.where(FineTuningJob.status == status)
         return await keyset_page(self.session, stmt, FineTuningJob, limit=limit, order=Order.desc, after=after)
+
+    async def latest_metrics(self, project_id: str, job_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """Each job's latest metrics event data (its step and total steps: the job's progress), in one query."""
+        if not job_ids:
+            return {}
+        latest = (
+            select(JobEvent.job_id, func.max(JobEvent.seq).label("seq"))
+            .where(
+                JobEvent.project_id == project_id,
+                JobEvent.job_id.in_(list(job_ids)),
+                JobEvent.type == EventType.metrics,
+            )
+            .group_by(JobEvent.job_id)
+            .subquery()
+        )
+        stmt = select(JobEvent.job_id, JobEvent.data).join(
+            latest, and_(JobEvent.job_id == latest.c.job_id, JobEvent.seq == latest.c.seq)
+        )
+        return {job_id: data or {} for job_id, data in (await self.session.execute(stmt)).all()}
 
     async def transition(
         self,

@@ -218,9 +218,26 @@ class JobService:
         return job
 
     async def list(
-        self, session: AsyncSession, project_id: str, *, metadata: dict[str, str], limit: int, after: str | None
+        self,
+        session: AsyncSession,
+        project_id: str,
+        *,
+        metadata: dict[str, str],
+        limit: int,
+        after: str | None,
+        status: JobStatus | None = None,
     ) -> Page[FineTuningJob]:
-        return await JobRepository(session).page(project_id, metadata=metadata, limit=limit, after=after)
+        return await JobRepository(session).page(project_id, metadata=metadata, limit=limit, after=after, status=status)
+
+    async def progress(self, session: AsyncSession, project_id: str, job_ids: Collection[str]) -> dict[str, float]:
+        """How far each running job is (steps done / total steps, 0–1), for the jobs that reported a step."""
+        found = await JobRepository(session).latest_metrics(project_id, job_ids)
+        progress = {}
+        for job_id, data in found.items():
+            step, total = data.get("step"), data.get("total_steps")
+            if isinstance(step, int) and isinstance(total, int) and total > 0:
+                progress[job_id] = min(1.0, step / total)
+        return progress
 
     async def events(
         self, session: AsyncSession, project_id: str, job_id: str, *, limit: int, after: str | None
