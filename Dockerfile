@@ -1,4 +1,12 @@
 # ftgw gateway image: `docker run -p 8000:8000 -v ftgw-data:/data ftgw`
+
+# The web console's front-end packages, from the npm registry (package-lock.json pins them); served from
+# node_modules by the gateway, so the console needs no internet at run time.
+FROM node:20-slim AS console-packages
+WORKDIR /build
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -12,6 +20,7 @@ WORKDIR /srv/ftgw
 COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY migrations ./migrations
+COPY --from=console-packages /build/node_modules ./node_modules
 RUN pip install -e . && useradd --create-home --uid 1000 ftgw && mkdir -p /data && chown ftgw /data
 # Compile the engine's numba kernels into the image (app/.../__pycache__), not at the first request.
 RUN python -c "from app.providers.local import engine_kernels; engine_kernels.warm_up()"

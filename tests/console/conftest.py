@@ -84,6 +84,23 @@ def sign_in(page: Page, gateway: Gateway, key: str, path: str = "/console/jobs")
     expect(page).to_have_url(re.compile(re.escape(path) + "$"))
 
 
+def signed_in_client(gateway: Gateway, key: str) -> httpx.Client:
+    """An HTTP client signed in to the console as a browser would be (the sign-in form's double-submit token,
+    then the session cookie); its ``headers`` carry the session's CSRF token for API calls. Already open: use it
+    with ``contextlib.closing``."""
+    client = httpx.Client(base_url=gateway.base_url, timeout=30)
+    form = client.get("/console/sign-in")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert token, form.text
+    answer = client.post("/console/sign-in", data={"api_key": key, "csrf_token": token[1], "next": "/console/jobs"})
+    assert answer.status_code == 303, answer.text
+    page = client.get("/console/jobs")
+    csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
+    assert csrf, page.text
+    client.headers["X-CSRF-Token"] = csrf[1]
+    return client
+
+
 @pytest.fixture
 def open_console(browser: Browser) -> Iterator[object]:
     """``open_console(gateway, key, path)``: a fresh browser context signed in with ``key``, on ``path``."""
@@ -108,4 +125,4 @@ def console(gateway: Gateway, tenant: Tenant, open_console) -> Console:  # type:
     return open_console(gateway, tenant.key)  # type: ignore[no-any-return]
 
 
-__all__ = ["Console", "make_tenant", "sign_in"]
+__all__ = ["Console", "make_tenant", "sign_in", "signed_in_client"]
