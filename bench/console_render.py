@@ -32,12 +32,12 @@ from sqlalchemy import create_engine, func, insert, select, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.auth.models import Project  # noqa: E402
-from app.db import sync_url  # noqa: E402
-from app.fine_tuning.models import EventLevel, EventType, FineTuningJob, JobEvent, JobStatus  # noqa: E402
-from app.kit.ids import new_id  # noqa: E402
-from app.kit.time import utcnow  # noqa: E402
-from bench.servers import served_gateway  # noqa: E402
+from app.auth.models import Project
+from app.db import sync_url
+from app.fine_tuning.models import EventLevel, EventType, FineTuningJob, JobEvent, JobStatus
+from app.kit.ids import new_id
+from app.kit.time import utcnow
+from bench.servers import served_gateway
 
 JOBS = 1_000
 EVENTS = 10_000
@@ -239,7 +239,7 @@ def main() -> None:
             anchor = timed(client, anchor_path, args.requests, headers=auth)
             anchor_p50 = statistics.median(anchor)
             print(f"\nserver time to the full page, {args.requests} requests each ({args.database}):")
-            print(f"{'page':34} {'p50 ms':>8} {'p95 ms':>8} {'× API list p50':>15}")
+            print(f"{'page':34} {'p50 ms':>8} {'p95 ms':>8} {'x API list p50':>15}")
             for name, times in server.items():
                 p50 = statistics.median(times)
                 print(f"{name:34} {p50:8.1f} {p(times, 95):8.1f} {p50 / anchor_p50:15.2f}")
