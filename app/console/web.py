@@ -78,7 +78,11 @@ ConsoleDep = Annotated[Console, Depends(current_console)]
 
 def safe_next(target: str | None) -> str:
     """Where to go after sign-in: a path on this site only (never ``//host`` or a full URL: no open redirect)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    # Browsers drop tabs and newlines from URLs ("/\t/evil" is "//evil") and read "\" as "/": refuse them all.
+    if not target:
+        return "/console/jobs"
+    cleaned = "".join(ch for ch in target if ch.isprintable() and not ch.isspace())
+    if cleaned != target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/console/jobs"
     return target
 
