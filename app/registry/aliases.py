@@ -6,7 +6,7 @@ recorded in the audit log all the same. Rollback is never gated: it is the way b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -168,10 +168,26 @@ class AliasService:
         )
         return alias
 
+    async def active_versions(
+        self, session: AsyncSession, project_id: str, aliases: Sequence[ModelAlias]
+    ) -> dict[str, AliasVersion]:
+        """Each alias's active version, by alias id (aliases without one are left out)."""
+        return await AliasRepository(session).active_versions(project_id, [a.id for a in aliases])
+
     async def changes(
-        self, session: AsyncSession, project_id: str, *, alias: str | None, limit: int, order: Order, after: str | None
+        self,
+        session: AsyncSession,
+        project_id: str,
+        *,
+        alias: str | None,
+        limit: int,
+        order: Order,
+        after: str | None,
+        actions: Collection[str] | None = None,
     ) -> Page[RegistryChange]:
-        return await AliasRepository(session).changes(project_id, alias=alias, limit=limit, order=order, after=after)
+        return await AliasRepository(session).changes(
+            project_id, alias=alias, limit=limit, order=order, after=after, actions=actions
+        )
 
     async def _activate_gated(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -77,6 +77,21 @@ class AliasRepository:
         stmt = select(AliasVersion).where(AliasVersion.alias_id == alias_id).order_by(AliasVersion.version)
         return (await self.session.execute(stmt)).scalars().all()
 
+    async def active_versions(self, project_id: str, alias_ids: Collection[str]) -> dict[str, AliasVersion]:
+        """The active version of each of these aliases, by alias id, in one query (a page of aliases, not one each)."""
+        if not alias_ids:
+            return {}
+        stmt = (
+            select(AliasVersion)
+            .join(ModelAlias, ModelAlias.id == AliasVersion.alias_id)
+            .where(
+                ModelAlias.project_id == project_id,
+                ModelAlias.id.in_(alias_ids),
+                AliasVersion.version == ModelAlias.active_version,
+            )
+        )
+        return {v.alias_id: v for v in (await self.session.execute(stmt)).scalars()}
+
     async def last_version(self, alias_id: str) -> int:
         stmt = select(func.max(AliasVersion.version)).where(AliasVersion.alias_id == alias_id)
         return (await self.session.execute(stmt)).scalar_one_or_none() or 0
@@ -91,9 +106,18 @@ class AliasRepository:
         await self.session.flush()
 
     async def changes(
-        self, project_id: str, *, alias: str | None, limit: int, order: Order, after: str | None
+        self,
+        project_id: str,
+        *,
+        alias: str | None,
+        limit: int,
+        order: Order,
+        after: str | None,
+        actions: Collection[str] | None = None,
     ) -> Page[RegistryChange]:
         stmt = select(RegistryChange).where(RegistryChange.project_id == project_id)
         if alias is not None:
             stmt = stmt.where(RegistryChange.alias == alias)
+        if actions is not None:
+            stmt = stmt.where(RegistryChange.action.in_(actions))
         return await keyset_page(self.session, stmt, RegistryChange, limit=limit, order=order, after=after)
