@@ -62,6 +62,14 @@ class IssueSummary(Schema):
     items: list[Issue] = Field(default_factory=list)
 
 
+class TokenBin(Schema):
+    """Examples whose count lies in ``[start, end]``."""
+
+    start: int
+    end: int
+    count: int
+
+
 class TokenStats(Schema):
     """Distribution of a per-example token count."""
 
@@ -71,6 +79,9 @@ class TokenStats(Schema):
     p95: float
     max: int
     total: int
+    histogram: list[TokenBin] = Field(
+        default_factory=list, description="Examples per equal-width range of counts, min to max (at most 20)."
+    )
 
 
 class Suggestion(Schema):

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.datasets.formats import Example
-from app.datasets.schemas import TokenStats
+from app.datasets.schemas import TokenBin, TokenStats
 from app.tokenizers import Tokenizer
 
 BATCH_TEXTS = 8192
@@ -23,6 +23,8 @@ MAX_PENDING = 2
 # Leading texts (system prompts) up to this long are counted once, for up to this many distinct ones.
 LEADING_CHARS = 2048
 LEADING_ENTRIES = 1000
+# Ranges of the token-length histogram a report carries.
+HISTOGRAM_BINS = 20
 
 # Called for each example over ``limit`` once its count is known: (index in count order, line, total tokens).
 OverCallback = Callable[[int, int, int], None]
@@ -141,7 +143,19 @@ def summarize(counts: array[int]) -> TokenStats | None:
         p95=float(p95),
         max=int(values.max()),
         total=int(values.sum(dtype=np.uint64)),
+        histogram=histogram(values),
     )
+
+
+def histogram(values: npt.NDArray[np.uint32], bins: int = HISTOGRAM_BINS) -> list[TokenBin]:
+    """Counts per equal-width range of whole numbers from min to max: at most ``bins`` ranges, none empty-width."""
+    low, high = int(values.min()), int(values.max())
+    width = -(-(high - low + 1) // bins)  # ceiling: every range holds at least one whole number
+    counts = np.bincount((values.astype(np.int64) - low) // width)
+    return [
+        TokenBin(start=low + i * width, end=min(high, low + (i + 1) * width - 1), count=int(n))
+        for i, n in enumerate(counts)
+    ]
 
 
 def count_example(tokenizer: Tokenizer, ex: Example) -> tuple[int, int]:
