@@ -50,7 +50,8 @@ export async function* sse(path, body, { signal } = {}) {
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
-    buffer += value;
+    // SSE lines may end in \r\n (sse-starlette's default), \r or \n; a \r last in the buffer may be half of \r\n.
+    buffer = (buffer + value).replace(/\r\n|\r(?!$)/g, "\n");
     let cut;
     while ((cut = buffer.indexOf("\n\n")) >= 0) {
       const block = buffer.slice(0, cut);
