@@ -148,6 +148,36 @@ class JobRepository:
         )
         return (await self.session.execute(stmt)).scalars().all()
 
+    async def metrics_data(self, project_id: str, job_id: str, *, up_to_seq: int) -> list[tuple[int, str, Any]]:
+        """Each metrics event's (seq, id, data) up to sequence number ``up_to_seq``, oldest first: only the columns
+        a chart needs, so a long job's thousands of steps read fast."""
+        stmt = (
+            select(JobEvent.seq, JobEvent.id, JobEvent.data)
+            .where(
+                JobEvent.project_id == project_id,
+                JobEvent.job_id == job_id,
+                JobEvent.type == EventType.metrics,
+                JobEvent.seq <= up_to_seq,
+            )
+            .order_by(JobEvent.seq)
+        )
+        return [(seq, id_, data) for seq, id_, data in (await self.session.execute(stmt)).all()]
+
+    async def latest_messages(self, project_id: str, job_id: str, *, up_to_seq: int, limit: int) -> list[JobEvent]:
+        """The job's latest ``limit`` message (not metrics) events up to sequence number ``up_to_seq``, newest first."""
+        stmt = (
+            select(JobEvent)
+            .where(
+                JobEvent.project_id == project_id,
+                JobEvent.job_id == job_id,
+                JobEvent.type == EventType.message,
+                JobEvent.seq <= up_to_seq,
+            )
+            .order_by(JobEvent.seq.desc())
+            .limit(limit)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
     async def event_seq(self, project_id: str, job_id: str, event_id: str) -> int | None:
         stmt = select(JobEvent.seq).where(
             JobEvent.project_id == project_id, JobEvent.job_id == job_id, JobEvent.id == event_id

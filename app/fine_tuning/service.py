@@ -99,6 +99,15 @@ class RunRecord:
     prompt_format: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class JobTimeline:
+    """A job's events as its page shows them (see :meth:`JobService.timeline`)."""
+
+    metrics: list[dict[str, Any]]  # each metrics event's data, oldest first
+    messages: list[JobEvent]  # the latest other events, newest first
+    last_event_id: str | None  # where a live stream of the job's events picks up
+
+
 class JobService:
     async def _usable_file(
         self, session: AsyncSession, project_id: str, file_id: str, param: str, method: str, provider: TrainingProvider
@@ -260,6 +269,21 @@ class JobService:
     ) -> Page[JobCheckpoint]:
         job = await self.get(session, project_id, job_id)
         return await JobRepository(session).checkpoints_page(project_id, job.id, limit=limit, after=after)
+
+    async def timeline(self, session: AsyncSession, job: FineTuningJob, *, messages: int) -> JobTimeline:
+        """The job's events as its page first shows them: every metrics point, the latest ``messages`` other events,
+        and the id of the event a live stream resumes after. Both reads stop at the job's event sequence as it was
+        read with ``job``, so the stream neither repeats nor misses an event."""
+        repo = JobRepository(session)
+        cut = job.event_seq
+        points = await repo.metrics_data(job.project_id, job.id, up_to_seq=cut)
+        latest = await repo.latest_messages(job.project_id, job.id, up_to_seq=cut, limit=messages)
+        ends = [(seq, id_) for seq, id_, _ in points[-1:]] + [(e.seq, e.id) for e in latest[:1]]
+        return JobTimeline(
+            metrics=[data or {} for _, _, data in points],
+            messages=latest,
+            last_event_id=max(ends)[1] if ends else None,
+        )
 
     # --- the worker's side: leases, and what a run reports ---------------------------------------------------------
 
