@@ -136,6 +136,25 @@ class EvalRepository:
             stmt = stmt.where(EvalRun.status == status)
         return await keyset_page(self.session, stmt, EvalRun, limit=limit, order=order, after=after)
 
+    async def latest_runs(self, project_id: str, eval_ids: Collection[str]) -> dict[str, tuple[EvalRun, int]]:
+        """eval id -> (its newest run, how many runs it has), for the evals of ``eval_ids`` that have runs: one
+        query, a window over those evals' runs."""
+        if not eval_ids:
+            return {}
+        ranked = (
+            select(
+                EvalRun.id,
+                func.row_number()
+                .over(partition_by=EvalRun.eval_id, order_by=(EvalRun.created_at.desc(), EvalRun.id.desc()))
+                .label("rank"),
+                func.count().over(partition_by=EvalRun.eval_id).label("runs"),
+            )
+            .where(EvalRun.project_id == project_id, EvalRun.eval_id.in_(eval_ids))
+            .subquery()
+        )
+        stmt = select(EvalRun, ranked.c.runs).join(ranked, ranked.c.id == EvalRun.id).where(ranked.c.rank == 1)
+        return {run.eval_id: (run, count) for run, count in (await self.session.execute(stmt)).all()}
+
     async def runs_with_metadata(self, project_id: str, eval_id: str, key: str) -> Sequence[EvalRun]:
         """The eval's runs whose metadata has ``key``, oldest first, read afresh: a run that another transaction has
         just finished shows its final status even when this session had loaded it before."""

@@ -327,6 +327,12 @@ class EvalService:
             project_id, evaluation.id, limit=limit, order=order, after=after, status=status
         )
 
+    async def latest_runs(
+        self, session: AsyncSession, project_id: str, eval_ids: Collection[str]
+    ) -> dict[str, tuple[EvalRun, int]]:
+        """eval id -> (its newest run, its number of runs), for those of ``eval_ids`` that have runs."""
+        return await EvalRepository(session).latest_runs(project_id, eval_ids)
+
     async def delete_run(self, session: AsyncSession, project_id: str, eval_id: str, run_id: str) -> None:
         """The run and its output items, whatever its status (a worker running it loses it at its next step)."""
         await EvalRepository(session).delete_run(await self.get_run(session, project_id, eval_id, run_id))
