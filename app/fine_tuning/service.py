@@ -239,7 +239,7 @@ class JobService:
         return await JobRepository(session).page(project_id, metadata=metadata, limit=limit, after=after, status=status)
 
     async def progress(self, session: AsyncSession, project_id: str, job_ids: Collection[str]) -> dict[str, float]:
-        """How far each running job is (steps done / total steps, 0–1), for the jobs that reported a step."""
+        """How far each running job is (steps done / total steps, 0 to 1), for the jobs that reported a step."""
         found = await JobRepository(session).latest_metrics(project_id, job_ids)
         progress = {}
         for job_id, data in found.items():
