@@ -108,11 +108,13 @@ def append_metrics(database_url: str, job_id: str) -> None:
     """One more metrics event on ``job_id``, as a worker writes it (next seq, the job's cursor moved with it)."""
     engine = create_engine(sync_url(database_url))
     with engine.begin() as db:
-        job = db.execute(select(FineTuningJob).where(FineTuningJob.id == job_id)).scalar_one()
-        seq = job.event_seq + 1
+        current, project_id = db.execute(
+            select(FineTuningJob.event_seq, FineTuningJob.project_id).where(FineTuningJob.id == job_id)
+        ).one()
+        seq = current + 1
         db.execute(
             insert(JobEvent).values(
-                id=new_id("ftevent"), project_id=job.project_id, job_id=job_id, seq=seq, level=EventLevel.info,
+                id=new_id("ftevent"), project_id=project_id, job_id=job_id, seq=seq, level=EventLevel.info,
                 type=EventType.metrics, message=f"Step {seq}", created_at=utcnow(),
                 data={"step": seq, "total_steps": seq * 2, "train_loss": 1.0 / seq, "train_mean_token_accuracy": 0.5},
             )

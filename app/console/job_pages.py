@@ -25,6 +25,7 @@ EVENTS_SHOWN = 50  # a job page lists its latest events; the API pages through t
 CHECKPOINTS_SHOWN = 100
 # The metrics a job page plots, as each metrics event's data names them (StepMetrics.data()); the page embeds one
 # row of these per step, in this order, and job.js reads live events by the same names.
+MAX_POINTS = 1_000
 CHART_KEYS = (
     "step",
     "total_steps",
@@ -99,7 +100,7 @@ async def job_page(
         session, console.project_id, job.id, limit=CHECKPOINTS_SHOWN, after=None
     )
     aliases = await alias_service.page(session, console.project_id, limit=100, order=Order.asc, after=None)
-    rows = [[_compact(point.get(key)) for key in CHART_KEYS] for point in timeline.metrics]
+    rows = _thin([[_compact(point.get(key)) for key in CHART_KEYS] for point in timeline.metrics])
     latest = timeline.metrics[-1] if timeline.metrics else {}
     return render(
         request,
@@ -138,6 +139,20 @@ def _progress(job: FineTuningJob, latest: dict[str, Any]) -> float | None:
     if isinstance(step, int | float) and isinstance(total, int | float) and total > 0:
         return min(1.0, step / total)
     return None
+
+
+def _thin(rows: list[list[Any]]) -> list[list[Any]]:
+    """At most about MAX_POINTS training points for the first render (a chart is a few hundred pixels wide and a long
+    job has tens of thousands of steps): every k-th step, the last one, and every step that has a validation value
+    (those are few and each matters). Points that arrive live are all added."""
+    if len(rows) <= MAX_POINTS:
+        return rows
+    stride = math.ceil(len(rows) / MAX_POINTS)
+    validation = [CHART_KEYS.index(key) for key in CHART_KEYS if "valid" in key]
+    last = len(rows) - 1
+    return [
+        row for i, row in enumerate(rows) if i % stride == 0 or i == last or any(row[k] is not None for k in validation)
+    ]
 
 
 def _compact(value: Any) -> Any:

@@ -74,3 +74,22 @@ def test_an_expired_session_asks_to_sign_in_again(gateway: Gateway, tenant: Tena
 def _key_ids(gateway: Gateway, tenant: Tenant) -> list[str]:
     with gateway.http(gateway.admin_key) as admin:
         return [k["id"] for k in admin.get(f"/v1/projects/{tenant.project_id}/api_keys").json()["data"]]
+
+
+def test_a_long_jobs_first_render_is_thinned_but_keeps_its_shape() -> None:
+    from app.console.job_pages import CHART_KEYS, MAX_POINTS, _thin
+
+    step, train, valid = CHART_KEYS.index("step"), CHART_KEYS.index("train_loss"), CHART_KEYS.index("valid_loss")
+    rows = []
+    for i in range(1, 25_001):
+        row: list[object] = [None] * len(CHART_KEYS)
+        row[step], row[train] = i, 1 / i
+        if i % 5_000 == 0:
+            row[valid] = 2 / i
+        rows.append(row)
+    thin = _thin(rows)
+    assert len(thin) <= MAX_POINTS + 5
+    assert thin[0] is rows[0] and thin[-1] is rows[-1]
+    assert [r[step] for r in thin if r[valid] is not None] == [5_000, 10_000, 15_000, 20_000, 25_000]
+    assert [r[step] for r in thin] == sorted(r[step] for r in thin)  # type: ignore[type-var]
+    assert _thin(rows[:MAX_POINTS]) == rows[:MAX_POINTS]

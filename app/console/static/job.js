@@ -29,6 +29,8 @@ function lineChart(canvas, datasets, yTitle, percent) {
       responsive: true,
       maintainAspectRatio: false,
       interaction: { mode: "nearest", axis: "x", intersect: false },
+      // Thousands of steps are drawn as ~500 points that keep the curve's shape (largest-triangle sampling).
+      plugins: { decimation: { enabled: true, algorithm: "lttb", samples: 500 } },
       scales: {
         x: { type: "linear", title: { display: true, text: "step" }, ticks: { precision: 0 } },
         y: {
@@ -90,14 +92,14 @@ function push(points, x, y) {
   points.push({ x, y });
 }
 
-function plot(data) {
+function plot(data, { progress = true } = {}) {
   const x = data?.step;
   if (typeof x !== "number") return false;
   push(series.trainLoss, x, data.train_loss);
   push(series.validLoss, x, data.valid_loss ?? data.full_valid_loss);
   push(series.trainAccuracy, x, data.train_mean_token_accuracy);
   push(series.validAccuracy, x, data.valid_mean_token_accuracy ?? data.full_valid_mean_token_accuracy);
-  showProgress(data);
+  if (progress) showProgress(data);
   return true;
 }
 
@@ -120,7 +122,9 @@ function showProgress(data) {
 }
 
 const embedded = JSON.parse(document.getElementById("job-metrics").textContent);
-for (const row of embedded.rows) plot(Object.fromEntries(embedded.keys.map((key, i) => [key, row[i]])));
+const rowData = (row) => Object.fromEntries(embedded.keys.map((key, i) => [key, row[i]]));
+for (const row of embedded.rows) plot(rowData(row), { progress: false });
+if (embedded.rows.length) showProgress(rowData(embedded.rows.at(-1)));
 drawn();
 
 // --- the rest of the page, refreshed in place ---------------------------------------------------------------------
