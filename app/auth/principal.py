@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.keys import hash_secret
-from app.auth.models import Role
+from app.auth.models import ApiKey, Role
 from app.auth.repository import ApiKeyRepository
 from app.auth.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, SignedIn, console_sessions
 from app.errors import AuthenticationFailed, PermissionDenied
@@ -83,6 +83,17 @@ def _bearer_secret(request: Request) -> str:
     return secret
 
 
+def key_principal(key: ApiKey, project_id: str) -> Principal:
+    """Who a key is, acting in ``project_id`` (its own, or the one an admin's console session switched to)."""
+    return Principal(
+        project_id=project_id,
+        key_id=key.id,
+        role=key.role,
+        max_requests_per_minute=key.max_requests_per_minute,
+        max_tokens_per_minute=key.max_tokens_per_minute,
+    )
+
+
 async def resolve_principal(secret: str, cache: AuthCache, sessionmaker: async_sessionmaker[AsyncSession]) -> Principal:
     secret_hash = hash_secret(secret)
     principal = cache.get(secret_hash)
@@ -92,13 +103,7 @@ async def resolve_principal(secret: str, cache: AuthCache, sessionmaker: async_s
         key = await ApiKeyRepository(session).get_active_by_hash(secret_hash)
     if key is None:
         raise AuthenticationFailed("Incorrect API key provided. The key is unknown or has been revoked.")
-    principal = Principal(
-        project_id=key.project_id,
-        key_id=key.id,
-        role=key.role,
-        max_requests_per_minute=key.max_requests_per_minute,
-        max_tokens_per_minute=key.max_tokens_per_minute,
-    )
+    principal = key_principal(key, key.project_id)
     cache.put(secret_hash, principal)
     return principal
 
@@ -136,14 +141,7 @@ async def console_principal(request: Request) -> Principal:
         raise PermissionDenied(
             "This request needs the console's CSRF token in the X-CSRF-Token header.", code="csrf_token_invalid"
         )
-    key = found.key
-    return Principal(
-        project_id=found.row.project_id,
-        key_id=key.id,
-        role=key.role,
-        max_requests_per_minute=key.max_requests_per_minute,
-        max_tokens_per_minute=key.max_tokens_per_minute,
-    )
+    return key_principal(found.key, found.row.project_id)
 
 
 async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
-from app.auth.principal import Principal, signed_in
+from app.auth.principal import Principal, key_principal, signed_in
 from app.auth.sessions import SignedIn
 from app.errors import GatewayError, InvalidRequest
 from app.kit.time import from_unix, utcnow
@@ -62,15 +62,7 @@ async def current_console(request: Request) -> Console:
     found = await signed_in(request)
     if found is None:
         raise SignInRequired
-    key = found.key
-    principal = Principal(
-        project_id=found.row.project_id,
-        key_id=key.id,
-        role=key.role,
-        max_requests_per_minute=key.max_requests_per_minute,
-        max_tokens_per_minute=key.max_tokens_per_minute,
-    )
-    return Console(principal, found)
+    return Console(key_principal(found.key, found.row.project_id), found)
 
 
 ConsoleDep = Annotated[Console, Depends(current_console)]
