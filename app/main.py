@@ -51,6 +51,7 @@ from app.registry.alias_endpoints import router as registry_router
 from app.registry.endpoints import router as models_router
 from app.registry.routing import ModelCatalog
 from app.tokenizers import seed_tiktoken_cache
+from app.uploads.endpoints import router as uploads_router
 from app.usage.endpoints import router as usage_router
 from app.usage.limits import RateLimiter
 from app.usage.service import UsageMeter
@@ -188,6 +189,7 @@ def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None
         health_router,
         auth_router,
         files_router,
+        uploads_router,
         datasets_router,
         jobs_router,
         scope_checks_router,  # before evals: POST /v1/evals/scope_checks is no eval's update

@@ -7,6 +7,7 @@ from app.files.models import StoredFile
 from app.fine_tuning.models import FineTuningJob, JobCheckpoint, JobEvent
 from app.kit.orm import Base
 from app.registry.models import AliasVersion, FineTunedModel, ModelAlias, RegistryChange
+from app.uploads.models import Upload, UploadPart
 from app.usage.models import UsageBucket
 from app.webhooks.models import Webhook, WebhookDelivery
 
@@ -28,6 +29,8 @@ __all__ = [
     "RegistryChange",
     "StoredFile",
     "StoredReport",
+    "Upload",
+    "UploadPart",
     "UsageBucket",
     "Webhook",
     "WebhookDelivery",

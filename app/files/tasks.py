@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db import commit
 from app.files.service import file_service
 from app.files.storage import BlobStore
+from app.uploads.tasks import expire_uploads_once
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,12 @@ async def purge_expired_once(sessionmaker: async_sessionmaker[AsyncSession], sto
 async def purge_expired_forever(
     sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore, interval_seconds: float
 ) -> None:
-    """Expired files are already invisible to the API; this reclaims their rows and bytes."""
+    """Expired files are already invisible to the API; this reclaims their rows and bytes. Unfinished uploads past
+    their expiry are expired here too, their parts removed."""
     while True:
-        try:
-            await purge_expired_once(sessionmaker, store)
-        except Exception:
-            log.exception("purging expired files failed; retrying next round")
+        for upkeep in (purge_expired_once, expire_uploads_once):
+            try:
+                await upkeep(sessionmaker, store)
+            except Exception:
+                log.exception("%s failed; retrying next round", upkeep.__name__)
         await asyncio.sleep(interval_seconds)

@@ -49,9 +49,10 @@ class ReceivedForm:
 
 
 class _FormCollector:
-    def __init__(self, store: BlobStore, max_file_bytes: int) -> None:
+    def __init__(self, store: BlobStore, max_file_bytes: int, file_field: str) -> None:
         self.store = store
         self.max_file_bytes = max_file_bytes
+        self.file_field = file_field
         self.form = ReceivedForm()
         self.temp_paths: list[Path] = []
         self._header_field = bytearray()
@@ -107,11 +108,11 @@ class _FormCollector:
             raise InvalidRequest("A multipart part has no name in its Content-Disposition header.")
         self._name = name
         filename = options.get("filename")
-        if self._name == "file":
+        if self._name == self.file_field:
             if self.form.file is not None or self._sink is not None:
-                raise InvalidRequest("Only one 'file' may be uploaded per request.", param="file")
+                raise InvalidRequest(f"Only one '{self._name}' may be uploaded per request.", param=self._name)
             if filename is not None and (problem := text_problem(filename)) is not None:
-                raise InvalidRequest(f"The file name {problem}.", param="file")
+                raise InvalidRequest(f"The file name {problem}.", param=self._name)
             self._filename = filename or "upload"
             path = self.store.temp_path()
             self.temp_paths.append(path)
@@ -126,7 +127,7 @@ class _FormCollector:
             if self._size > self.max_file_bytes:
                 raise PayloadTooLarge(
                     f"The file is larger than this gateway accepts ({self.max_file_bytes} bytes).",
-                    param="file",
+                    param=self.file_field,
                 )
             self._sink.write(chunk)
             self._hash.update(chunk)
@@ -209,20 +210,29 @@ def _extended_value(key: str, value: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def receive_form(request: Request, store: BlobStore, max_file_bytes: int) -> AsyncIterator[ReceivedForm]:
-    """Parse the request's multipart body. The received temp file is deleted on exit unless it was moved away."""
+async def receive_form(
+    request: Request,
+    store: BlobStore,
+    max_file_bytes: int,
+    *,
+    file_field: str = "file",
+    expected: str = "'file' and 'purpose' fields",
+) -> AsyncIterator[ReceivedForm]:
+    """Parse the request's multipart body, the part named ``file_field`` as the file (``data`` for an upload's
+    part; ``expected`` says what the body should hold). The received temp file is deleted on exit unless it was
+    moved away."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
-        raise InvalidRequest("Expected a multipart/form-data body with 'file' and 'purpose' fields.")
+        raise InvalidRequest(f"Expected a multipart/form-data body with {expected}.")
     declared = request.headers.get("content-length", "")
     length = parse_decimal(declared)
     if length is not None and length > max_file_bytes + FRAMING_ALLOWANCE:
         raise PayloadTooLarge(
             f"The request body is {declared} bytes; this gateway accepts files up to {max_file_bytes} bytes.",
-            param="file",
+            param=file_field,
         )
-    collector = _FormCollector(store, max_file_bytes)
+    collector = _FormCollector(store, max_file_bytes, file_field)
     parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
     try:
         try:
