@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * MiB, gt=0)
     bootstrap_key: str | None = Field(default=None, min_length=20)
     log_level: str = "info"
+    log_format: Literal["json", "console"] = Field(
+        default="json", description="Log lines as JSON objects, or readable text for development."
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="A bearer token that may read GET /metrics (a Prometheus scraper's); admin keys always may.",
+    )
     auth_cache_seconds: float = Field(
         default=5.0,
         ge=0,

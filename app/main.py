@@ -46,6 +46,7 @@ from app.kit.openapi import publish_stream_items
 from app.kit.tasks import TaskRunner
 from app.kit.text import StorableTextMiddleware
 from app.kit.time import unix, utcnow
+from app.observability.endpoints import install as install_observability
 from app.providers.setup import build_providers
 from app.registry.alias_endpoints import router as registry_router
 from app.registry.endpoints import router as models_router
@@ -202,5 +203,6 @@ def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None
     ):
         app.include_router(router)
     install_console(app, settings)
+    install_observability(app)  # /metrics; X-Request-ID and latency around everything, errors included
     publish_stream_items(app)
     return app

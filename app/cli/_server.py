@@ -36,6 +36,7 @@ def serve(
     import uvicorn
 
     from app.config import Settings
+    from app.observability.logging import logging_config
 
     settings = Settings()
     if migrate_first:
@@ -46,6 +47,7 @@ def serve(
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
+        log_config=logging_config(settings.log_level, settings.log_format),  # JSON lines, every process
         proxy_headers=True,
         workers=workers,
         # SIGTERM: requests in flight get this long to finish, then are cancelled (the engine drops their rows).

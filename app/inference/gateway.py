@@ -24,6 +24,7 @@ from app.inference.schemas import (
     Usage,
 )
 from app.inference.upstream import UpstreamClients, UpstreamFailure
+from app.observability import metrics
 from app.providers.local.engine import Engine
 from app.registry.routing import Endpoint, ModelCatalog, Plan
 from app.registry.schemas import Guard
@@ -79,6 +80,7 @@ class InferenceGateway:
         # may reach the caller before the guard has passed it.
         call = body.model_copy(update={"stream": False, "stream_options": None}) if check_output else body
         answer, failed = await self._first_that_answers(plan, call)
+        metrics.answered(answer.endpoint.model, fallbacks=failed)
         if plan.guard is not None:
             answer.guard = "passed"
         if check_output:
@@ -99,6 +101,7 @@ class InferenceGateway:
         if endpoint is None:
             raise BadGateway(f"No model of '{body.model}' exists any more.", param="model")
         labels = labels_for(endpoint, body.labels)
+        metrics.answered(endpoint.model)
         results, tally = [], Tally()
         for index, text in enumerate([body.input] if isinstance(body.input, str) else body.input):
             try:
@@ -182,6 +185,7 @@ class InferenceGateway:
 
     def _meter(self, principal: Principal, endpoint: Endpoint, tally: Tally) -> None:
         self.meter.record(principal, endpoint.model, tally.prompt_tokens, tally.completion_tokens)
+        metrics.count_tokens(endpoint.model, tally.prompt_tokens, tally.completion_tokens)
         self.limiter.spend(principal, tally.prompt_tokens + tally.completion_tokens)
 
     async def _metered(
@@ -211,6 +215,7 @@ def _input_text(body: Request) -> str:
 def refusal(endpoint: Endpoint, body: Request, text: str, tally: Tally | None = None) -> Answer:
     """The configured refusal, shaped as the caller's kind of response (a stream when it asked for one)."""
     answer = Answer(endpoint, guard="refused")
+    metrics.guard_refused(endpoint.model)
     choices = body.n * (len(body.prompts()) if isinstance(body, CompletionRequest) else 1)
     chat = isinstance(body, ChatCompletionRequest)
     whole: dict[str, Any] = {

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from app.auth.principal import Principal
 from app.errors import RateLimited
+from app.observability import metrics
 
 WINDOW = 60.0
 
@@ -86,6 +87,7 @@ class RateLimiter:
 
     @staticmethod
     def _limited(kind: str, limit: int, wait: float) -> RateLimited:
+        metrics.rate_limited(kind)
         seconds = max(1, math.ceil(wait))
         error = RateLimited(
             f"Rate limit reached: {limit} {kind} per minute for this API key. Try again in {seconds}s.",

@@ -14,6 +14,7 @@ from app.files.storage import BlobStore
 from app.fine_tuning.events import DISPATCH_WAKEUP
 from app.fine_tuning.tasks import TrainingTask
 from app.inference.setup import worker_gateway
+from app.observability.logging import configure_logging
 from app.providers.setup import build_providers
 from app.tokenizers import seed_tiktoken_cache
 from app.usage.service import UsageMeter
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 async def run_workers(settings: Settings, concurrency: int) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     settings.ensure_dirs()
     await asyncio.to_thread(seed_tiktoken_cache, settings.tiktoken_dir)
     engine = create_engine_from_url(settings.resolved_database_url)

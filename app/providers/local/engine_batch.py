@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from app.observability import metrics
 from app.providers.local.engine_llama import LlamaRunner, LoraGroups, supports
 from app.providers.local.engine_lora import LoraWeights, load_lora
 from app.providers.local.hf import LOADING
@@ -79,6 +80,7 @@ class Slot(ABC):
         name = f"a{self._counter}"
         self._load_adapter(key, name)
         self.adapters[key] = name
+        metrics.adapter_loaded("local")
         self.evict(in_use | {name})
         return name
 
@@ -90,6 +92,7 @@ class Slot(ABC):
             if name not in in_use:
                 self._unload_adapter(name)
                 del self.adapters[key]
+                metrics.adapter_evicted("local")
 
     @abstractmethod
     def _load_adapter(self, path: Path, name: str) -> None: ...
