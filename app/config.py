@@ -140,6 +140,17 @@ class Settings(BaseSettings):
     )
     usage_flush_seconds: float = Field(default=2, gt=0, description="How often counted usage is written.")
     purge_interval_seconds: float = Field(default=600, gt=0, description="How often expired files are purged.")
+    # Several replicas
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis shared by every API replica and worker (redis://host:port/db): rate limits, usage reads "
+        "and cache invalidations then span all of them. Unset: each process keeps them to itself.",
+    )
+    redis_prefix: str = Field(
+        default="ftgw:",
+        min_length=1,
+        description="Prefix of every Redis key and channel ftgw uses, so several installs can share one Redis.",
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -51,6 +51,7 @@ from app.providers.setup import build_providers
 from app.registry.alias_endpoints import router as registry_router
 from app.registry.endpoints import router as models_router
 from app.registry.routing import ModelCatalog
+from app.shared import Shared
 from app.tokenizers import seed_tiktoken_cache
 from app.uploads.endpoints import router as uploads_router
 from app.usage.endpoints import router as usage_router
@@ -110,12 +111,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.providers = providers = build_providers(settings)
     app.state.catalog = catalog = ModelCatalog(providers, sessionmaker, ttl_seconds=settings.route_cache_seconds)
     app.state.usage = meter = UsageMeter(sessionmaker)
+    # With FTGW_REDIS_URL: limits, usage reads and cache invalidations span every replica (app/shared).
+    app.state.shared = shared = await Shared.start(settings)
     clients = UpstreamClients(settings.providers)
     app.state.inference = InferenceGateway(
         catalog,
         clients,
         meter,
-        RateLimiter(),
+        shared.limiter if shared is not None else RateLimiter(),
         engine=lambda: local_engine(app.state),
         default_max_tokens=settings.default_max_tokens,
     )
@@ -126,6 +129,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(seed_tiktoken_cache, settings.tiktoken_dir)
         await bootstrap(app)
         await validator.resume_pending()
+        if shared is not None:
+            await shared.follow(catalog, meter, app.state.auth_cache)
 
         def start(coro: Coroutine[Any, Any, None], name: str) -> None:
             background.append(asyncio.create_task(coro, name=name))
@@ -154,6 +159,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if shared is not None:
+            await shared.close()
         await runner.shutdown()
         await clients.aclose()
         if getattr(app.state, "inference_engine", None) is not None:

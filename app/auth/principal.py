@@ -3,12 +3,14 @@ the web console's session cookie (app/auth/sessions.py).
 
 Resolving a key costs a database round trip; the inference hot path must not pay it on every call, so a
 verified key is trusted for ``FTGW_AUTH_CACHE_SECONDS``. A revocation evicts the key from this process's cache at
-once; other processes see it when their entry expires.
+once; with ``FTGW_REDIS_URL`` set it is announced and every other process evicts it too (``app.shared``),
+otherwise they see it when their entry expires.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -40,6 +42,7 @@ class AuthCache:
         self.ttl = ttl_seconds
         self.max_entries = max_entries
         self._entries: dict[str, tuple[float, Principal]] = {}
+        self.announce: Callable[[str], None] | None = None  # with Redis: tells the other replicas (app/shared)
 
     def get(self, secret_hash: str) -> Principal | None:
         entry = self._entries.get(secret_hash)
@@ -59,9 +62,19 @@ class AuthCache:
         self._entries[secret_hash] = (time.monotonic() + self.ttl, principal)
 
     def evict_key(self, key_id: str) -> None:
+        """The key was revoked or its limits changed: evict it here and announce it to the other replicas."""
+        self.forget_key(key_id)
+        if self.announce is not None:
+            self.announce(key_id)
+
+    def forget_key(self, key_id: str) -> None:
+        """Evict the key in this process only (another replica announced a change)."""
         for secret_hash, (_, principal) in list(self._entries.items()):
             if principal.key_id == key_id:
                 self._entries.pop(secret_hash, None)
+
+    def forget_all(self) -> None:
+        self._entries.clear()
 
 
 _MISSING = (

@@ -28,7 +28,8 @@ def serve(
         int,
         typer.Option(
             min=1,
-            help="Server processes. Caches, rate limits and usage sums are per process; each runs a job worker.",
+            help="Server processes, each running a job worker. Caches, rate limits and usage sums are per process "
+            "unless FTGW_REDIS_URL is set.",
         ),
     ] = 1,
 ) -> None:

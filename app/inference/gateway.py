@@ -1,7 +1,8 @@
 """Serving one inference request end to end: limits, route, guard, the call with fallbacks, usage.
 
 Nothing here waits on the database: keys, routes and models come from in-memory caches (see
-``app.registry.routing``), limits are counted in memory, and usage is written in the background.
+``app.registry.routing``), limits are counted in memory (or in Redis, shared by every replica), and usage is
+written in the background.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from app.observability import metrics
 from app.providers.local.engine import Engine
 from app.registry.routing import Endpoint, ModelCatalog, Plan
 from app.registry.schemas import Guard
-from app.usage.limits import RateLimiter
+from app.usage.limits import Limiter
 from app.usage.service import UsageMeter
 
 Request = ChatCompletionRequest | CompletionRequest
@@ -56,7 +57,7 @@ class InferenceGateway:
         catalog: ModelCatalog,
         clients: UpstreamClients,
         meter: UsageMeter,
-        limiter: RateLimiter,
+        limiter: Limiter,
         engine: Callable[[], Engine],
         *,
         default_max_tokens: int,
@@ -69,7 +70,7 @@ class InferenceGateway:
         self.default_max_tokens = default_max_tokens  # a local chat completion's bound when it sets none
 
     async def serve(self, principal: Principal, body: Request, sticky: str | None) -> Served:
-        self.limiter.admit(principal)
+        await self.limiter.check(principal)
         plan = await self.catalog.plan(principal.project_id, body.model, sticky or body.user)
         if plan.guard is not None:
             refusal = await self._guard_input(principal, plan, body)
@@ -95,7 +96,7 @@ class InferenceGateway:
         self, principal: Principal, body: ClassificationRequest, sticky: str | None
     ) -> ClassificationResponse:
         """Label probabilities for each input from a classifier (a model or an alias's chosen target)."""
-        self.limiter.admit(principal)
+        await self.limiter.check(principal)
         plan = await self.catalog.plan(principal.project_id, body.model, sticky)
         endpoint = next((e for e in plan.candidates if e is not None), None)
         if endpoint is None:

@@ -10,7 +10,7 @@ from app.inference.upstream import UpstreamClients
 from app.providers.local.engine import Engine
 from app.providers.registry import ProviderRegistry
 from app.registry.routing import ModelCatalog
-from app.usage.limits import RateLimiter
+from app.usage.limits import Limiter, RateLimiter
 from app.usage.service import UsageMeter
 
 
@@ -45,13 +45,15 @@ def worker_gateway(
     sessionmaker: async_sessionmaker[AsyncSession],
     providers: ProviderRegistry,
     meter: UsageMeter,
+    limiter: Limiter | None = None,
 ) -> tuple[InferenceGateway, UpstreamClients, LazyEngine]:
     """A gateway for a worker's eval runs: the API's routing, prompt formats and usage metering (into ``meter``,
-    which the caller flushes), its own local engine and upstream clients (the caller closes both)."""
+    which the caller flushes), rate limits (in this process unless ``limiter`` is shared), its own local engine and
+    upstream clients (the caller closes both)."""
     catalog = ModelCatalog(providers, sessionmaker, ttl_seconds=settings.route_cache_seconds)
     clients = UpstreamClients(settings.providers)
     engine = LazyEngine(settings, providers)
     gateway = InferenceGateway(
-        catalog, clients, meter, RateLimiter(), engine=engine, default_max_tokens=settings.default_max_tokens
+        catalog, clients, meter, limiter or RateLimiter(), engine=engine, default_max_tokens=settings.default_max_tokens
     )
     return gateway, clients, engine

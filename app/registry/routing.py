@@ -2,8 +2,9 @@
 
 The inference hot path must not wait on the database. Base models are known at start; a project's fine-tuned
 models and aliases are read once and kept for ``FTGW_ROUTE_CACHE_SECONDS``. A change made through this process
-(a new alias version, a promotion, a deleted model) drops the project's entries at once; other processes see it
-when their entries expire.
+(a new alias version, a promotion, a deleted model) drops the project's entries at once; with ``FTGW_REDIS_URL``
+set it is announced and every other process drops them too (``app.shared``), otherwise they see it when their
+entries expire.
 
 An alias version picks one of its weighted targets per request, by a hash of the sticky key (the ``user`` field
 or the ``X-FTGW-Sticky-Key`` header) so one user stays on one target, or at random without one; its fallbacks
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,11 +118,22 @@ class ModelCatalog:
                         model=ours, provider=provider.name, base_model=ours, upstream_model=theirs
                     )
         self._projects: dict[str, dict[str, tuple[float, Any]]] = {}
+        self.announce: Callable[[str], None] | None = None  # with Redis: tells the other replicas (app/shared)
 
     # --- cache ---------------------------------------------------------------------------------------------------
 
     def invalidate(self, project_id: str) -> None:
+        """The project's routes changed: drop them here and announce it to the other replicas."""
+        self.forget(project_id)
+        if self.announce is not None:
+            self.announce(project_id)
+
+    def forget(self, project_id: str) -> None:
+        """Drop the project's routes in this process only (another replica announced a change)."""
         self._projects.pop(project_id, None)
+
+    def forget_all(self) -> None:
+        self._projects.clear()
 
     def _cached(self, project_id: str, key: str) -> Any:
         entry = self._projects.get(project_id, {}).get(key)

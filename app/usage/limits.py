@@ -1,14 +1,17 @@
-"""Per-key rate limits: requests and tokens per minute, counted in this process with a sliding window.
+"""Per-key rate limits: requests and tokens per minute, counted with a sliding window.
 
 Two fixed one-minute windows, the previous one weighted by how much of it still overlaps the last 60 seconds
-(the approximation nginx and Cloudflare use): O(1) memory per key and no database on the hot path. Limits hold
-per gateway process; run one process per key's traffic, or divide the limit, when it must be exact across many.
+(the approximation nginx and Cloudflare use): O(1) memory per key and no database on the hot path.
+:class:`Limiter` is what the gateway depends on; :class:`RateLimiter` counts in this process, so its limits hold
+per gateway process. With ``FTGW_REDIS_URL`` set, ``app.shared.limits`` keeps the same windows in Redis, so a
+limit holds across every replica.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,7 +23,9 @@ WINDOW = 60.0
 
 
 @dataclass(slots=True)
-class _Window:
+class Window:
+    """One key's count: the current fixed window (from ``start``) and the one before it."""
+
     start: float
     current: float = 0.0
     previous: float = 0.0
@@ -48,11 +53,29 @@ class _Window:
         return max(self.start + WINDOW * fraction - now, 0.0) + 0.001
 
 
-class RateLimiter:
+class Limiter(ABC):
+    """Counts each key's requests and tokens per minute against its limits; where the counts live is the
+    implementation's."""
+
+    @abstractmethod
+    async def check(self, principal: Principal) -> None:
+        """Count one request for the key, or raise 429 with ``Retry-After`` when a limit is reached."""
+
+    @abstractmethod
+    def spend(self, principal: Principal, tokens: int) -> None:
+        """Count the tokens a finished request used against the key's token limit."""
+
+
+class RateLimiter(Limiter):
+    """The windows of this process."""
+
     def __init__(self) -> None:
-        self._requests: dict[str, _Window] = {}
-        self._tokens: dict[str, _Window] = {}
+        self._requests: dict[str, Window] = {}
+        self._tokens: dict[str, Window] = {}
         self.clock: Callable[[], float] = time.monotonic
+
+    async def check(self, principal: Principal) -> None:
+        self.admit(principal)
 
     def admit(self, principal: Principal) -> None:
         """Count one request for the key, or raise 429 with ``Retry-After`` when a limit is reached."""
@@ -63,11 +86,11 @@ class RateLimiter:
         if tpm is not None:
             tokens = self._window(self._tokens, principal.key_id, now)
             if tokens.used(now) >= tpm:
-                raise self._limited("tokens", tpm, tokens.wait(now, tpm - 1))
+                raise limited("tokens", tpm, tokens.wait(now, tpm - 1))
         if rpm is not None:
             requests = self._window(self._requests, principal.key_id, now)
             if requests.used(now) + 1 > rpm:
-                raise self._limited("requests", rpm, requests.wait(now, rpm - 1))
+                raise limited("requests", rpm, requests.wait(now, rpm - 1))
             requests.current += 1
 
     def spend(self, principal: Principal, tokens: int) -> None:
@@ -78,20 +101,21 @@ class RateLimiter:
         self._window(self._tokens, principal.key_id, now).current += tokens
 
     @staticmethod
-    def _window(windows: dict[str, _Window], key: str, now: float) -> _Window:
+    def _window(windows: dict[str, Window], key: str, now: float) -> Window:
         window = windows.get(key)
         if window is None:
-            window = windows[key] = _Window(start=now)
+            window = windows[key] = Window(start=now)
         window.roll(now)
         return window
 
-    @staticmethod
-    def _limited(kind: str, limit: int, wait: float) -> RateLimited:
-        metrics.rate_limited(kind)
-        seconds = max(1, math.ceil(wait))
-        error = RateLimited(
-            f"Rate limit reached: {limit} {kind} per minute for this API key. Try again in {seconds}s.",
-            headers={"Retry-After": str(seconds), f"x-ratelimit-limit-{kind}": str(limit)},
-        )
-        error.type = kind
-        return error
+
+def limited(kind: str, limit: int, wait: float) -> RateLimited:
+    """The 429 for a key over its ``kind`` ("requests" or "tokens") limit, which has room in ``wait`` seconds."""
+    metrics.rate_limited(kind)
+    seconds = max(1, math.ceil(wait))
+    error = RateLimited(
+        f"Rate limit reached: {limit} {kind} per minute for this API key. Try again in {seconds}s.",
+        headers={"Retry-After": str(seconds), f"x-ratelimit-limit-{kind}": str(limit)},
+    )
+    error.type = kind
+    return error

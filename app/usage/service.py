@@ -2,7 +2,8 @@
 
 A request never waits on the database for accounting. The sums are keyed by (project, key, model, minute) and
 written with additive upserts, so several gateway processes can write the same rows. Reading usage first writes
-what this process still holds, so a caller sees its own requests at once.
+what this process still holds, so a caller sees its own requests at once; with ``FTGW_REDIS_URL`` set, what every
+process holds (``app.shared.usage``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Literal
 
@@ -36,6 +38,8 @@ class UsageMeter:
         self.sessionmaker = sessionmaker
         self._pending: defaultdict[Key, list[int]] = defaultdict(lambda: [0, 0, 0])
         self._lock = asyncio.Lock()
+        # What a read writes first: this process's sums, or with Redis every replica's (app/shared/usage.py).
+        self.flush_everywhere: Callable[[], Awaitable[None]] = self.flush
 
     def record(self, principal: Principal, model: str, prompt_tokens: int, completion_tokens: int) -> None:
         minute = int(time.time()) // 60 * 60
@@ -95,7 +99,7 @@ class UsageMeter:
         bucket_width: str,
         group_by: list[GroupBy],
     ) -> UsagePage:
-        await self.flush()
+        await self.flush_everywhere()
         width = BUCKETS[bucket_width]
         first = int(start.timestamp()) // width * width  # buckets are aligned to their width, as OpenAI's are
         sums: dict[int, dict[tuple[str | None, str | None], list[int]]] = defaultdict(dict)

@@ -16,6 +16,7 @@ from app.fine_tuning.tasks import TrainingTask
 from app.inference.setup import worker_gateway
 from app.observability.logging import configure_logging
 from app.providers.setup import build_providers
+from app.shared import Shared
 from app.tokenizers import seed_tiktoken_cache
 from app.usage.service import UsageMeter
 from app.webhooks.service import Dispatcher
@@ -35,7 +36,13 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
     providers = build_providers(settings)
     dispatcher = Dispatcher.from_settings(sessionmaker, settings, dispatch_wakeup)
     meter = UsageMeter(sessionmaker)
-    gateway, clients, local = worker_gateway(settings, sessionmaker, providers, meter)
+    # With FTGW_REDIS_URL, eval runs count against the keys' shared limits, follow route changes at once, and a
+    # usage read anywhere includes this worker's.
+    shared = await Shared.start(settings)
+    limiter = shared.limiter if shared is not None else None
+    gateway, clients, local = worker_gateway(settings, sessionmaker, providers, meter, limiter)
+    if shared is not None:
+        await shared.follow(gateway.catalog, meter)
     tasks = [
         asyncio.create_task(dispatcher.run_forever(), name="ftgw-webhooks"),
         asyncio.create_task(meter.run_forever(settings.usage_flush_seconds), name="ftgw-usage"),
@@ -62,6 +69,8 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if shared is not None:
+        await shared.close()
     await clients.aclose()
     await local.close()
     await engine.dispose()
