@@ -11,13 +11,17 @@ import typer
 
 def migrate() -> None:
     """Apply database migrations up to the newest revision."""
+    from sqlalchemy.engine import make_url
+
     from app.config import Settings
     from app.migrate import upgrade
 
     settings = Settings()
     settings.ensure_dirs()
     upgrade(settings.resolved_database_url)
-    typer.echo(f"database at head: {settings.resolved_database_url}")
+    # The URL may hold a password: print it as SQLAlchemy renders it for people, with the password masked.
+    shown = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+    typer.echo(f"database at head: {shown}")
 
 
 def serve(

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 from openai import OpenAI
 
+from tests.conftest import new_database
+
 FTGW = [sys.executable, "-m", "app.cli"]
 
 
@@ -115,3 +117,18 @@ def test_bootstrap_key_from_the_environment_and_uploads_stream(tmp_path: Path) -
         grown_mib = (_peak_rss_kib(process.pid) - before) / 1024
         assert grown_mib < 32, f"server memory grew {grown_mib:.0f} MiB for a 96 MiB upload"
         assert client.files.retrieve(uploaded["id"]).bytes == uploaded["bytes"]
+
+
+def test_migrate_never_prints_the_database_password(database_url: str, tmp_path: Path) -> None:
+    with new_database(database_url, tmp_path / "db") as url:
+        # PostgreSQL's trust auth here accepts any password, so a URL carrying one still works.
+        url = url.replace("postgresql://postgres@", "postgresql://postgres:hunter2-secret@")
+        environment = {**os.environ, "FTGW_DATABASE_URL": url, "FTGW_DATA_DIR": str(tmp_path)}
+        done = subprocess.run([*FTGW, "migrate"], env=environment, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    shown = done.stdout.split("database at head: ", 1)[1].strip()
+    assert "hunter2-secret" not in done.stdout + done.stderr
+    if url.startswith("postgresql"):
+        assert shown == url.replace("hunter2-secret", "***")
+    else:
+        assert shown == url  # nothing to hide in a SQLite path
