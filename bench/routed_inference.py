@@ -267,7 +267,9 @@ def serve_has_workers_option(command: list[str]) -> bool:
     return "--workers" in done.stdout
 
 
-def ftgw_env(data_dir: Path, bootstrap_key: str, port: int, upstream_port: int) -> dict[str, str]:
+def ftgw_env(
+    data_dir: Path, bootstrap_key: str, port: int, upstream_port: int, redis_url: str | None = None
+) -> dict[str, str]:
     providers = [
         {
             "name": "edge",
@@ -286,6 +288,12 @@ def ftgw_env(data_dir: Path, bootstrap_key: str, port: int, upstream_port: int) 
         "FTGW_LOG_LEVEL": "warning",
         "UPSTREAM_KEY": UPSTREAM_KEY,
         "FTGW_PROVIDERS": json.dumps(providers),
+        # With Redis the gateway runs as a replica would: limits, revocations and routes shared (a prefix of its own).
+        **(
+            {"FTGW_REDIS_URL": redis_url, "FTGW_REDIS_PREFIX": f"ftgw-bench-{secrets.token_hex(4)}:"}
+            if redis_url
+            else {}
+        ),
     }
 
 
@@ -301,13 +309,17 @@ def create_alias(base: str, key: str) -> None:
             raise BenchError(f"ftgw: POST {path} {json.dumps(body)} answered {status}:\n{text[:3000]}")
 
 
-def start_ftgw(stack: ExitStack, run_dir: Path, workers: int, port: int, upstream_port: int) -> tuple[str, str]:
+def start_ftgw(
+    stack: ExitStack, run_dir: Path, workers: int, port: int, upstream_port: int, redis_url: str | None = None
+) -> tuple[str, str]:
     key = "sk-bench-" + secrets.token_hex(16)
     data_dir = run_dir / "ftgw-data"
     data_dir.mkdir()
     command = ftgw_command()
     args = [*command, "serve"] + (["--workers", str(workers)] if workers != 1 else [])
-    server = stack.enter_context(started("ftgw", args, run_dir, ftgw_env(data_dir, key, port, upstream_port)))
+    server = stack.enter_context(
+        started("ftgw", args, run_dir, ftgw_env(data_dir, key, port, upstream_port, redis_url))
+    )
     base = f"http://127.0.0.1:{port}"
     wait_ready(server, lambda: http_status(f"{base}/health") == 200, 120)
     create_alias(base, key)
@@ -358,6 +370,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ftgw-workers", type=int, default=1, help="`ftgw serve --workers N` (1)")
     parser.add_argument("--upstream-port", type=int, default=NGINX_PORT, help=f"nginx upstream ({NGINX_PORT})")
     parser.add_argument("--litellm-port", type=int, default=LITELLM_PORT, help=f"LiteLLM proxy ({LITELLM_PORT})")
+    parser.add_argument(
+        "--redis-url", default=None, help="run ftgw with FTGW_REDIS_URL (shared state, as replicas run it)"
+    )
     parser.add_argument("--ftgw-port", type=int, default=FTGW_PORT, help=f"ftgw ({FTGW_PORT})")
     parser.add_argument("--keep-run-dir", action="store_true", help="keep the temporary RUN_DIR (logs) after")
     return parser.parse_args(argv)
@@ -429,7 +444,9 @@ def run(args: argparse.Namespace, results: dict[str, TargetResult]) -> None:
                     results["litellm"] = measure("litellm", url, lua, options)
             if not args.skip_ftgw:
                 with ExitStack() as ftgw_stack:
-                    url, key = start_ftgw(ftgw_stack, run_dir, args.ftgw_workers, args.ftgw_port, args.upstream_port)
+                    url, key = start_ftgw(
+                        ftgw_stack, run_dir, args.ftgw_workers, args.ftgw_port, args.upstream_port, args.redis_url
+                    )
                     results["ftgw"] = measure("ftgw", url, write_lua(run_dir, "ftgw", ALIAS, key), options)
     finally:
         if args.keep_run_dir:
