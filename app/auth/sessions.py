@@ -25,7 +25,6 @@ from app.kit.time import utcnow
 
 SESSION_COOKIE = "ftgw_session"
 CSRF_HEADER = "x-csrf-token"
-CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 

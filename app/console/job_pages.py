@@ -14,7 +14,7 @@ from app.errors import InvalidRequest, NotFound
 from app.evals.comparisons import ComparisonOut
 from app.fine_tuning import evaluation
 from app.fine_tuning.models import ACTIVE, TERMINAL, FineTuningJob, JobStatus
-from app.fine_tuning.service import job_service
+from app.fine_tuning.service import job_service, step_progress
 from app.kit.pagination import Order
 from app.registry.aliases import alias_service
 
@@ -135,10 +135,7 @@ def _progress(job: FineTuningJob, latest: dict[str, Any]) -> float | None:
     """Steps done / total steps (0-1) from the latest metrics; None before the first step."""
     if job.status is JobStatus.succeeded:
         return 1.0
-    step, total = latest.get("step"), latest.get("total_steps")
-    if isinstance(step, int | float) and isinstance(total, int | float) and total > 0:
-        return min(1.0, step / total)
-    return None
+    return step_progress(latest)
 
 
 def _thin(rows: list[list[Any]]) -> list[list[Any]]:

@@ -18,7 +18,7 @@ from app.auth.sessions import SESSION_COOKIE, console_sessions
 from app.config import Settings
 from app.console.web import ConsoleDep, ConsoleRoute, render, safe_next
 from app.db import SessionDep
-from app.errors import AuthenticationFailed, NotFound, PermissionDenied
+from app.errors import AuthenticationFailed, NotFound
 from app.kit.ids import random_token
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -81,8 +81,7 @@ async def sign_in(
 async def sign_out(
     request: Request, session: SessionDep, console: ConsoleDep, csrf_token: Annotated[str, Form(max_length=128)] = ""
 ) -> Response:
-    if not console.session.csrf_ok(csrf_token):
-        raise PermissionDenied("The form's CSRF token is missing or wrong; reload the page and try again.")
+    console.require_form_csrf(csrf_token)
     await console_sessions.sign_out(session, request.cookies.get(SESSION_COOKIE, ""))
     response = RedirectResponse("/console/sign-in", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -98,8 +97,7 @@ async def switch_project(
     next: Annotated[str, Form(max_length=2048)] = "",
 ) -> Response:
     """An admin acts in another project from now on (the API key stays the admin's)."""
-    if not console.session.csrf_ok(csrf_token):
-        raise PermissionDenied("The form's CSRF token is missing or wrong; reload the page and try again.")
+    console.require_form_csrf(csrf_token)
     await console_sessions.switch_project(session, console.session, project_id)
     return RedirectResponse(safe_next(next), status_code=303)
 

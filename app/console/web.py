@@ -19,7 +19,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.auth.principal import Principal, key_principal, signed_in
 from app.auth.sessions import SignedIn
-from app.errors import GatewayError, InvalidRequest
+from app.errors import GatewayError, InvalidRequest, PermissionDenied
 from app.kit.time import from_unix, utcnow
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -56,6 +56,11 @@ class Console:
     @property
     def is_admin(self) -> bool:
         return self.session.is_admin
+
+    def require_form_csrf(self, presented: str) -> None:
+        """A plain HTML form (no script to set X-CSRF-Token) carries the token as a field: refuse it without."""
+        if not self.session.csrf_ok(presented):
+            raise PermissionDenied("The form's CSRF token is missing or wrong; reload the page and try again.")
 
 
 async def current_console(request: Request) -> Console:

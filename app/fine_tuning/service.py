@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -106,6 +106,14 @@ class JobTimeline:
     metrics: list[dict[str, Any]]  # each metrics event's data, oldest first
     messages: list[JobEvent]  # the latest other events, newest first
     last_event_id: str | None  # where a live stream of the job's events picks up
+
+
+def step_progress(data: Mapping[str, Any]) -> float | None:
+    """Steps done / total steps (0 to 1) from a metrics event's data; None when it names no total."""
+    step, total = data.get("step"), data.get("total_steps")
+    if isinstance(step, int | float) and isinstance(total, int | float) and total > 0:
+        return min(1.0, step / total)
+    return None
 
 
 class JobService:
@@ -241,12 +249,7 @@ class JobService:
     async def progress(self, session: AsyncSession, project_id: str, job_ids: Collection[str]) -> dict[str, float]:
         """How far each running job is (steps done / total steps, 0 to 1), for the jobs that reported a step."""
         found = await JobRepository(session).latest_metrics(project_id, job_ids)
-        progress = {}
-        for job_id, data in found.items():
-            step, total = data.get("step"), data.get("total_steps")
-            if isinstance(step, int) and isinstance(total, int) and total > 0:
-                progress[job_id] = min(1.0, step / total)
-        return progress
+        return {job_id: done for job_id, data in found.items() if (done := step_progress(data)) is not None}
 
     async def events(
         self, session: AsyncSession, project_id: str, job_id: str, *, limit: int, after: str | None
