@@ -32,6 +32,30 @@ class UpstreamProviderConfig(BaseModel):
         return {name: name for name in value} if isinstance(value, list) else value
 
 
+class VllmConfig(BaseModel):
+    """A fleet of vLLM replicas serving one local base model: ftgw loads its fine-tunes' LoRA adapters onto them
+    at runtime and routes each request to a replica that holds its adapter."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Our name for the fleet, e.g. 'vllm'.")
+    base_model: str = Field(description="Our id of the local base model the replicas serve.")
+    urls: list[str] = Field(min_length=1, description="Each replica's API root, e.g. http://vllm-1:8000/v1.")
+    served_model_name: str | None = Field(
+        default=None, description="The base model's name there (vLLM's --served-model-name); default base_model."
+    )
+    max_loras: int = Field(
+        default=4, ge=1, description="Adapters kept loaded per replica (at most vLLM's --max-cpu-loras).", le=1024
+    )
+    adapter_root: str | None = Field(
+        default=None,
+        description="Where the replicas read ftgw's data folder (a path on a shared volume); default: ours.",
+    )
+    api_key_env: str | None = Field(default=None, description="The environment variable holding their API key.")
+    timeout_seconds: float = Field(default=60, gt=0)
+    max_retries: int = Field(default=1, ge=0, description="Retries on the same replica before trying another.")
+    retry_backoff_seconds: float = Field(default=0.1, ge=0)
+    cooldown_seconds: float = Field(default=5, ge=0, description="How long an unreachable replica is skipped.")
+
+
 class Settings(BaseSettings):
     """Everything ftgw can be told from outside. Defaults are the embedded, single-machine setup."""
 
@@ -124,6 +148,9 @@ class Settings(BaseSettings):
 
     providers: list[UpstreamProviderConfig] = Field(
         default_factory=list, description="Upstream providers, as JSON in FTGW_PROVIDERS."
+    )
+    vllm: list[VllmConfig] = Field(
+        default_factory=list, description="vLLM fleets serving local base models' fine-tunes, as JSON in FTGW_VLLM."
     )
     # Webhooks
     webhook_backoff_seconds: float = Field(default=5, gt=0, description="First retry delay; doubles each time.")

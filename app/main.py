@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import logging
 import sys
@@ -37,10 +36,8 @@ from app.fine_tuning.endpoints import router as jobs_router
 from app.fine_tuning.events import DISPATCH_WAKEUP
 from app.fine_tuning.tasks import TrainingTask
 from app.health.endpoints import router as health_router
-from app.inference.endpoints import local_engine
 from app.inference.endpoints import router as inference_router
-from app.inference.gateway import InferenceGateway
-from app.inference.upstream import UpstreamClients
+from app.inference.setup import build_gateway
 from app.kit.netguard import NetworkPolicy
 from app.kit.openapi import publish_stream_items
 from app.kit.tasks import TaskRunner
@@ -50,12 +47,10 @@ from app.observability.endpoints import install as install_observability
 from app.providers.setup import build_providers
 from app.registry.alias_endpoints import router as registry_router
 from app.registry.endpoints import router as models_router
-from app.registry.routing import ModelCatalog
 from app.shared import Shared
 from app.tokenizers import seed_tiktoken_cache
 from app.uploads.endpoints import router as uploads_router
 from app.usage.endpoints import router as usage_router
-from app.usage.limits import RateLimiter
 from app.usage.service import UsageMeter
 from app.webhooks.endpoints import router as webhooks_router
 from app.webhooks.service import Dispatcher, network_policy
@@ -109,19 +104,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.tasks = runner = TaskRunner()
     app.state.validator = validator = UploadValidator(sessionmaker, store, runner)
     app.state.providers = providers = build_providers(settings)
-    app.state.catalog = catalog = ModelCatalog(providers, sessionmaker, ttl_seconds=settings.route_cache_seconds)
     app.state.usage = meter = UsageMeter(sessionmaker)
     # With FTGW_REDIS_URL: limits, usage reads and cache invalidations span every replica (app/shared).
     app.state.shared = shared = await Shared.start(settings)
-    clients = UpstreamClients(settings.providers)
-    app.state.inference = InferenceGateway(
-        catalog,
-        clients,
-        meter,
-        shared.limiter if shared is not None else RateLimiter(),
-        engine=lambda: local_engine(app.state),
-        default_max_tokens=settings.default_max_tokens,
+    app.state.inference = gateway = build_gateway(
+        settings, sessionmaker, providers, meter, shared.limiter if shared is not None else None
     )
+    app.state.catalog = catalog = gateway.catalog
     store.sweep_temp()
     background: list[asyncio.Task[None]] = []
     try:
@@ -140,7 +129,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         start(dispatcher.run_forever(), "ftgw-webhooks")
         start(meter.run_forever(settings.usage_flush_seconds), "ftgw-usage")
         if settings.embedded_worker:
-            training = TrainingTask(settings, sessionmaker, store, providers, warm=functools.partial(_warm_local, app))
+            training = TrainingTask(settings, sessionmaker, store, providers, warm=gateway.warm)
             evals = EvalRunTask.from_settings(settings, sessionmaker, store, app.state.inference)
             worker = Worker(
                 [training, *[evals] * settings.eval_runs_at_once],
@@ -162,18 +151,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if shared is not None:
             await shared.close()
         await runner.shutdown()
-        await clients.aclose()
-        if getattr(app.state, "inference_engine", None) is not None:
-            await app.state.inference_engine.close()
+        await gateway.backends.aclose()
         await engine.dispose()
-
-
-def _warm_local(app: FastAPI, provider: str, base_model: str, artifact: str | None) -> None:
-    """A local job this process trains is likely asked next: load its base model as it starts, its adapter when
-    it succeeds, so the new model's first answer does not wait for either."""
-    catalog: ModelCatalog = app.state.catalog
-    if provider == "local" and catalog.data_dir is not None:
-        local_engine(app.state).warm(base_model, catalog.data_dir / artifact if artifact else None)
 
 
 def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None = None) -> FastAPI:

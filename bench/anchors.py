@@ -10,7 +10,7 @@ def right_padded(batch: Sequence[Any], pad: int) -> tuple[Any, Any, Any]:
     """``(input_ids, attention_mask, labels)`` of token sequences right-padded to the longest; labels -100 there."""
     import torch
 
-    from app.providers.local.data import IGNORE
+    from app.providers.local.training._data import IGNORE
 
     width = max(len(s.input_ids) for s in batch)
     ids = torch.full((len(batch), width), pad)

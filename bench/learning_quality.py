@@ -7,7 +7,7 @@ whose answers end in ``**STOP**``.
 
 For each task, in the same run:
 
-* ``ours``: :func:`app.providers.local.trainer.train` with every hyperparameter ``"auto"``, i.e. exactly what the
+* ``ours``: the trainer (``training._trainer.train``) with every hyperparameter ``"auto"``, i.e. exactly what the
   gateway resolves for a job (the provider hands the trainer the same :func:`resolve_hyperparameters` numbers);
 * ``anchor`` (unless ``--no-anchor``): a plain PEFT LoRA loop (transformers + peft, float32, right padding) with
   OpenAI's auto batch (0.2% of the examples: batch 1), the same epochs, rank 8 / alpha 16 on q/k/v/o at 4e-4.
@@ -60,8 +60,8 @@ def write(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def train_ours(base: Path, data: Path, out: Path, seed: int = SEED) -> tuple[str, float]:
-    from app.providers.local.spec import NullReporter, TrainSpec
-    from app.providers.local.trainer import train
+    from app.providers.local.training._spec import NullReporter, TrainSpec
+    from app.providers.local.training._trainer import train
 
     spec = TrainSpec(base_model="smollm2-135m-instruct", base_path=base, training_file=data, output_dir=out, seed=seed)
     started = time.perf_counter()
@@ -75,8 +75,8 @@ def train_anchor(base: Path, data: Path, out: Path, epochs: int, seed: int = SEE
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from app.providers.local.data import load_supervised
-    from app.providers.local.hyperparams import lr_factor
+    from app.providers.local.training._data import load_supervised
+    from app.providers.local.training._hyperparams import lr_factor
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(str(base))
@@ -161,9 +161,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from app.providers.local.base_models import SMOLLM2, BaseModelStore
-    from app.providers.local.data import load_supervised
-    from app.providers.local.hyperparams import resolve_hyperparameters
-    from app.providers.local.spec import TrainSpec
+    from app.providers.local.training._data import load_supervised
+    from app.providers.local.training._hyperparams import resolve_hyperparameters
+    from app.providers.local.training._spec import TrainSpec
 
     base = BaseModelStore(Path(args.cache)).resolve(SMOLLM2)
     from transformers import AutoTokenizer

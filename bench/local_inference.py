@@ -40,7 +40,7 @@ from servers import served_gateway  # noqa: E402
 
 from app.providers.local.base_models import SMOLLM2, BaseModelStore  # noqa: E402
 from app.providers.local.engine import Engine, GenerationRequest  # noqa: E402
-from app.providers.local.modeling import load_base  # noqa: E402
+from app.providers.local.hf import load_causal_lm  # noqa: E402
 
 TOPICS = ["rivers", "the moon", "bread", "chess", "volcanoes", "violins", "bees", "glaciers"]
 
@@ -75,7 +75,7 @@ class Anchor:
     """One greedy ``model.generate`` stream on the same weights, float32, KV cache on."""
 
     def __init__(self, path: Path) -> None:
-        self.model = load_base(path, torch.float32, torch.device("cpu"), packed=False).eval()
+        self.model = load_causal_lm(path, torch.float32, torch.device("cpu")).eval()
 
     def run(self, prompt: tuple[int, ...], new_tokens: int) -> tuple[float, float]:
         """(tokens/s, seconds to the first token)."""

@@ -5,7 +5,7 @@ its own subprocess of this interpreter, one after the other in the same run:
 
 * ``plain``: the textbook loop: right-pad each batch of 8 to its longest example, labels -100 on prompt and
   padding, ``model(...).loss``, AdamW, gradient clipping 1.0, float32;
-* ``ours``: :func:`app.providers.local.trainer.train` (packed rows, per-sequence attention, LM head only on
+* ``ours``: :func:`app.providers.local.training._trainer.train` (packed rows, per-sequence attention, LM head only on
   trained positions, ``precision="auto"``: bfloat16 base weights where the CPU multiplies them natively);
 * ``ours-fp32`` (unless ``--skip-fp32``): the same trainer forced to float32, to show what packing alone gives.
 
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.providers.local.spec import Precision
+    from app.providers.local.training._spec import Precision
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -68,9 +68,9 @@ def run_plain(base: Path, data: Path, out: Path, args: argparse.Namespace) -> di
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from app.providers.local.batching import epoch_batches
-    from app.providers.local.data import encode_prompt_completion, read_jsonl
-    from app.providers.local.hyperparams import BASE_LEARNING_RATE, lr_factor
+    from app.providers.local.training._batching import epoch_batches
+    from app.providers.local.training._data import encode_prompt_completion, read_jsonl
+    from app.providers.local.training._hyperparams import BASE_LEARNING_RATE, lr_factor
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(SEED)
@@ -107,8 +107,8 @@ def run_plain(base: Path, data: Path, out: Path, args: argparse.Namespace) -> di
 
 
 def run_ours(base: Path, data: Path, out: Path, args: argparse.Namespace, precision: Precision) -> dict[str, Any]:
-    from app.providers.local.spec import Hyperparameters, NullReporter, StepMetrics, TrainSpec
-    from app.providers.local.trainer import train
+    from app.providers.local.training._spec import Hyperparameters, NullReporter, StepMetrics, TrainSpec
+    from app.providers.local.training._trainer import train
 
     losses: list[float] = []
 
@@ -138,7 +138,7 @@ def final_loss(base: Path, data: Path, adapter: str, threads: int) -> float:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from app.providers.local.data import encode_prompt_completion, read_jsonl
+    from app.providers.local.training._data import encode_prompt_completion, read_jsonl
 
     torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(str(base))
@@ -236,7 +236,7 @@ def main() -> None:
 def _token_lengths(base: Path, data: Path) -> list[int]:
     from transformers import AutoTokenizer
 
-    from app.providers.local.data import encode_prompt_completion, read_jsonl
+    from app.providers.local.training._data import encode_prompt_completion, read_jsonl
 
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     rows = [r for _, r in read_jsonl(data)]

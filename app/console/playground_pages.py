@@ -78,7 +78,7 @@ async def model_options(request: Request, session: AsyncSession, project_id: str
     options: list[ModelOption] = []
     for base in providers.base_models():
         endpoint = catalog.base.get(base.id)
-        upstream = endpoint is not None and not endpoint.is_local
+        upstream = endpoint is not None and endpoint.upstream_model is not None
         options.append(ModelOption(id=base.id, kind="upstream" if upstream else "base", note=base.owned_by))
     tuned = await registry_service.fine_tuned(session, project_id)
     options += _tuned_options(tuned)

@@ -28,7 +28,7 @@ from app.evals.graders import JudgeReply
 from app.inference.classify import verdict
 from app.inference.gateway import InferenceGateway
 from app.inference.schemas import ChatCompletionRequest, ClassificationRequest
-from app.providers.local.engine_types import MAX_LOGPROBS
+from app.providers.local.engine import MAX_LOGPROBS
 
 # One sticky key for every judge call: an alias split between targets judges with one of them throughout.
 STICKY = "ftgw-eval-judge"
@@ -81,9 +81,9 @@ class GatewayJudge:
         try:
             body = await self._completion(model, asked, one_token)
         except BadGateway:
-            if endpoint is None or endpoint.is_local:
+            if endpoint is None:
                 raise
-            body = None  # an upstream model that takes no logprobs (reasoning models): it answers in full below
+            body = None  # a model that takes no logprobs (an upstream reasoning model): it answers in full below
         if body is not None:
             spent = _reply(body, model)
             choice = (body.get("choices") or [{}])[0]

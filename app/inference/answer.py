@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.datasets.prompt_format import PromptFormat
-from app.inference.schemas import CompletionRequest
+from app.inference.schemas import CompletionRequest, Sampling
 from app.kit.ids import random_token
 from app.registry.routing import Endpoint
 
@@ -63,3 +63,17 @@ def response_id(prefix: str) -> str:
 
 def now() -> int:
     return int(time.time())
+
+
+def include_usage(body: Sampling) -> bool:
+    """Whether a streamed answer ends with a usage chunk: the caller asked for it."""
+    return bool(body.stream_options and body.stream_options.include_usage)
+
+
+def answer_texts(body: dict[str, Any]) -> list[str]:
+    """The text of each choice of a whole answer or of one chunk of a stream."""
+    texts = []
+    for choice in body.get("choices") or []:
+        message = choice.get("message") or choice.get("delta") or {}
+        texts.append(str(choice.get("text") or message.get("content") or ""))
+    return texts

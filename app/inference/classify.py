@@ -10,16 +10,11 @@ labels do not match its training).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.errors import InvalidRequest
-from app.inference.upstream import UpstreamClients
-from app.providers.local.engine import Engine
-from app.providers.local.engine_types import MAX_LOGPROBS, GenerationRequest
+from app.inference.backends import Backend
 from app.registry.routing import Endpoint
-
-UPSTREAM_LOGPROBS = 5  # OpenAI's completions cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,42 +54,8 @@ def verdict(top: dict[str, float], labels: list[str], prompt_tokens: int) -> Ver
     return Verdict(best, probabilities, min(total, 1.0), prompt_tokens)
 
 
-async def classify(
-    engine: Callable[[], Engine], clients: UpstreamClients, endpoint: Endpoint, text: str, labels: list[str]
-) -> Verdict:
+async def classify(backend: Backend, endpoint: Endpoint, text: str, labels: list[str]) -> Verdict:
     fmt = endpoint.prompt_format
     prompt = fmt.apply(text) if fmt is not None else text
-    if endpoint.is_local:
-        local = engine()
-        ids = local.encode_text(endpoint.base_model, prompt)
-        if not ids:
-            raise InvalidRequest("The input is empty.", param="input")
-        request = GenerationRequest(
-            model=endpoint.base_model,
-            prompt_ids=ids,
-            adapter=endpoint.adapter,
-            max_new_tokens=1,
-            temperature=0.0,
-            n_logprobs=MAX_LOGPROBS,
-        )
-        top: dict[str, float] = {}
-        async for chunk in local.generate(request):
-            for item in chunk.logprobs:
-                top = {t.token: t.logprob for t in item.top} or {item.token: item.logprob}
-        return verdict(top, labels, len(ids))
-    client = clients.get(endpoint.provider)
-    body = await client.post(
-        "/completions",
-        {
-            "model": endpoint.upstream_model,
-            "prompt": prompt,
-            "max_tokens": 1,
-            "temperature": 0,
-            "logprobs": UPSTREAM_LOGPROBS,
-        },
-    )
-    choices = body.get("choices") or [{}]
-    logprobs = choices[0].get("logprobs") or {}
-    tops = logprobs.get("top_logprobs") or [{}]
-    usage = body.get("usage") or {}
-    return verdict(dict(tops[0] or {}), labels, int(usage.get("prompt_tokens") or 0))
+    first = await backend.first_token(endpoint, prompt)
+    return verdict(first.top, labels, first.prompt_tokens)

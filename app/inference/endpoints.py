@@ -30,10 +30,8 @@ from app.inference.schemas import (
     CompletionChunk,
     CompletionRequest,
 )
-from app.inference.setup import new_local_engine
 from app.kit.disconnect import ClientDisconnected, unless_disconnected
 from app.kit.openapi import event_stream
-from app.providers.local.engine import Engine
 
 router = APIRouter(prefix="/v1", tags=["Inference"])
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"; nobody receives it
@@ -43,14 +41,6 @@ StickyKey = Annotated[
     str | None,
     Header(alias="x-ftgw-sticky-key", description="Keeps one user on one target of an alias's split."),
 ]
-
-
-def local_engine(app_state: Any) -> Engine:
-    """The local engine, created on first use so a gateway that serves no local model never loads torch."""
-    if getattr(app_state, "inference_engine", None) is None:
-        app_state.inference_engine = new_local_engine(app_state.settings, app_state.providers)
-    engine: Engine = app_state.inference_engine
-    return engine
 
 
 def _gateway(request: Request) -> InferenceGateway:

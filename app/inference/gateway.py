@@ -7,14 +7,16 @@ written in the background.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from app.auth.principal import Principal
 from app.errors import BadGateway, ServiceUnavailable
-from app.inference import local, remote
-from app.inference.answer import Answer, Tally, now, response_id
+from app.inference.answer import Answer, Tally, answer_texts, include_usage, now, response_id
+from app.inference.backends import Backends
 from app.inference.classify import classify, labels_for
 from app.inference.schemas import (
     ChatCompletionRequest,
@@ -24,15 +26,15 @@ from app.inference.schemas import (
     CompletionRequest,
     Usage,
 )
-from app.inference.upstream import UpstreamClients, UpstreamFailure
+from app.inference.upstream import UpstreamFailure
 from app.observability import metrics
-from app.providers.local.engine import Engine
 from app.registry.routing import Endpoint, ModelCatalog, Plan
 from app.registry.schemas import Guard
 from app.usage.limits import Limiter
 from app.usage.service import UsageMeter
 
 Request = ChatCompletionRequest | CompletionRequest
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,19 +57,15 @@ class InferenceGateway:
     def __init__(
         self,
         catalog: ModelCatalog,
-        clients: UpstreamClients,
+        backends: Backends,
         meter: UsageMeter,
         limiter: Limiter,
-        engine: Callable[[], Engine],
-        *,
-        default_max_tokens: int,
     ) -> None:
         self.catalog = catalog
-        self.clients = clients
+        self.backends = backends
         self.meter = meter
         self.limiter = limiter
-        self.engine = engine
-        self.default_max_tokens = default_max_tokens  # a local chat completion's bound when it sets none
+        self._warming: set[asyncio.Task[None]] = set()
 
     async def serve(self, principal: Principal, body: Request, sticky: str | None) -> Served:
         await self.limiter.check(principal)
@@ -106,7 +104,7 @@ class InferenceGateway:
         results, tally = [], Tally()
         for index, text in enumerate([body.input] if isinstance(body.input, str) else body.input):
             try:
-                found = await classify(self.engine, self.clients, endpoint, text, labels)
+                found = await classify(self.backends.get(endpoint.backend), endpoint, text, labels)
             except UpstreamFailure as exc:
                 raise BadGateway(f"'{endpoint.model}' did not answer: {exc}", param="model") from None
             tally.prompt_tokens += found.prompt_tokens
@@ -133,12 +131,30 @@ class InferenceGateway:
         raise BadGateway(f"No model of '{body.model}' answered ({'; '.join(problems)}).", param="model")
 
     async def _call(self, endpoint: Endpoint, body: Request) -> Answer:
-        if endpoint.is_local:
-            if isinstance(body, ChatCompletionRequest):
-                return await local.chat(self.engine(), endpoint, body, default_max_tokens=self.default_max_tokens)
-            return await local.completion(self.engine(), endpoint, body)
-        path = "/chat/completions" if isinstance(body, ChatCompletionRequest) else "/completions"
-        return await remote.forward(self.clients.get(endpoint.provider), endpoint, path, body)
+        backend = self.backends.get(endpoint.backend)
+        if isinstance(body, ChatCompletionRequest):
+            return await backend.chat(endpoint, body)
+        return await backend.completion(endpoint, body)
+
+    # --- models coming and going ----------------------------------------------------------------------------------
+
+    def warm(self, provider: str, base_model: str, artifact: str | None) -> None:
+        """A model about to be asked for (a job's base model as it starts, its fine-tune as it succeeds): let its
+        backend load it in the background."""
+        endpoint = self.catalog.address(provider, base_model, artifact)
+        task = asyncio.create_task(self.backends.get(endpoint.backend).warm(endpoint), name="ftgw-warm")
+        self._warming.add(task)
+        task.add_done_callback(self._warmed)
+
+    def _warmed(self, task: asyncio.Task[None]) -> None:
+        self._warming.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("warming a model failed: %s", task.exception())
+
+    async def forget(self, provider: str, base_model: str, artifact: str | None) -> None:
+        """A model was deleted: its backend frees what it loaded for it."""
+        endpoint = self.catalog.address(provider, base_model, artifact)
+        await self.backends.get(endpoint.backend).forget(endpoint)
 
     # --- guards --------------------------------------------------------------------------------------------------
 
@@ -152,7 +168,7 @@ class InferenceGateway:
             )
         labels = _guard_labels(guard, endpoint)
         try:
-            found = await classify(self.engine, self.clients, endpoint, text, labels)
+            found = await classify(self.backends.get(endpoint.backend), endpoint, text, labels)
         except UpstreamFailure as exc:
             raise ServiceUnavailable(f"The guard model did not answer: {exc}", code="guard_unavailable") from None
         allowed = sum(p for label, p in found.probabilities.items() if label in guard.allowed_labels)
@@ -171,14 +187,14 @@ class InferenceGateway:
         """Classify the whole ``answer``; the caller gets it (replayed as a stream if it asked for one) or the
         refusal."""
         assert answer.body is not None and plan.guard is not None and plan.guard_endpoint is not None
-        texts = remote.answer_texts(answer.body)
+        texts = answer_texts(answer.body)
         passed, tokens = await self._allowed(plan, texts[0] if texts else "")
         self._meter(principal, plan.guard_endpoint, Tally(prompt_tokens=tokens))
         if not passed:
             self._meter(principal, answer.endpoint, answer.tally)  # the refused answer was still generated
             return refusal(plan.guard_endpoint, body, plan.guard.refusal, tally=answer.tally)
         if body.stream:
-            answer.events = replayed(answer.body, with_usage=local.include_usage(body))
+            answer.events = replayed(answer.body, with_usage=include_usage(body))
             answer.body = None
         return answer
 
@@ -236,7 +252,7 @@ def refusal(endpoint: Endpoint, body: Request, text: str, tally: Tally | None = 
         "usage": (tally or Tally()).usage(),
     }
     if body.stream:
-        answer.events = replayed(whole, with_usage=local.include_usage(body))
+        answer.events = replayed(whole, with_usage=include_usage(body))
     else:
         answer.body = whole
     return answer

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from app.errors import InvalidRequest
-from app.inference.answer import Answer, CompletionInput, Tally, now, response_id
+from app.inference.answer import Answer, CompletionInput, Tally, include_usage, now, response_id
 from app.inference.schemas import (
     AssistantMessage,
     ChatChoice,
@@ -24,9 +24,8 @@ from app.inference.schemas import (
     TopLogprob,
     Usage,
 )
-from app.providers.local.engine import Engine
-from app.providers.local.engine_types import GenerationChunk, GenerationRequest
-from app.providers.local.engine_types import TokenLogprob as EngineLogprob
+from app.providers.local.engine import Engine, GenerationChunk, GenerationRequest
+from app.providers.local.engine import TokenLogprob as EngineLogprob
 from app.registry.routing import Endpoint
 
 
@@ -186,10 +185,6 @@ def completion_logprobs(items: list[EngineLogprob]) -> CompletionLogprobs:
         top_logprobs=[{t.token: t.logprob for t in i.top} for i in items],
         text_offset=offsets,
     )
-
-
-def include_usage(body: Sampling) -> bool:
-    return bool(body.stream_options and body.stream_options.include_usage)
 
 
 ChoiceFormatter = Callable[[int, GenerationChunk, bool], dict[str, Any] | None]

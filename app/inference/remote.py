@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from app.inference.answer import Answer, CompletionInput, Tally
+from app.inference.answer import Answer, CompletionInput, Tally, answer_texts, include_usage
 from app.inference.schemas import ChatCompletionRequest, CompletionRequest, Sampling
 from app.inference.upstream import UpstreamClient
 from app.registry.routing import Endpoint
@@ -53,14 +53,6 @@ def _prompt_texts(body: Sampling) -> list[str]:
     return []
 
 
-def answer_texts(body: dict[str, Any]) -> list[str]:
-    texts = []
-    for choice in body.get("choices") or []:
-        message = choice.get("message") or choice.get("delta") or {}
-        texts.append(str(choice.get("text") or message.get("content") or ""))
-    return texts
-
-
 async def forward(client: UpstreamClient, endpoint: Endpoint, path: str, body: Sampling) -> Answer:
     """One call to the provider (retried there); raises UpstreamFailure when the route should fall back."""
     payload = _payload(endpoint, body)
@@ -93,7 +85,7 @@ async def _relay(
     tally: Tally,
     given: CompletionInput | None,
 ) -> AsyncIterator[dict[str, Any]]:
-    wants_usage = bool(body.stream_options and body.stream_options.include_usage)
+    wants_usage = include_usage(body)
     started: set[int] = set()
     texts: list[str] = []
     counted = False

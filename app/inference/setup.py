@@ -1,59 +1,52 @@
-"""Building the inference gateway outside the API process: the standalone worker runs eval runs through its own."""
+"""Building the inference gateway from settings: its backends, its routing, its gateway. The API process and the
+standalone worker (which runs eval runs through its own gateway) build it the same way."""
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.inference.backends import Backend, Backends
+from app.inference.backends.local import LocalBackend
+from app.inference.backends.upstream import UpstreamBackend
+from app.inference.backends.vllm import VllmBackend
 from app.inference.gateway import InferenceGateway
-from app.inference.upstream import UpstreamClients
-from app.providers.local.engine import Engine
+from app.inference.upstream import UpstreamClient
 from app.providers.registry import ProviderRegistry
 from app.registry.routing import ModelCatalog
 from app.usage.limits import Limiter, RateLimiter
 from app.usage.service import UsageMeter
 
-
-def new_local_engine(settings: Settings, providers: ProviderRegistry) -> Engine:
-    return Engine(
-        providers.get("local").store,  # type: ignore[union-attr]  # the local provider is always configured
-        max_adapters=settings.engine_max_adapters,
-        max_batch_size=settings.engine_max_batch_size,
-    )
+LOCAL = "local"
 
 
-class LazyEngine:
-    """The local engine, created on first use, so a process that serves no local model never loads torch."""
+def build_backends(settings: Settings, providers: ProviderRegistry) -> Backends:
+    """The local engine, one backend per upstream provider, one per vLLM fleet (which then serves the local
+    models of its base model, base and fine-tuned alike)."""
+    local = providers.get(LOCAL)
+    backends: list[Backend] = [
+        LocalBackend(
+            local.store,  # type: ignore[union-attr]  # the local provider is always configured
+            max_adapters=settings.engine_max_adapters,
+            max_batch_size=settings.engine_max_batch_size,
+            default_max_tokens=settings.default_max_tokens,
+        )
+    ]
+    backends += [UpstreamBackend(UpstreamClient(config)) for config in settings.providers]
+    backends += [VllmBackend(config, data_dir=settings.data_dir.resolve()) for config in settings.vllm]
+    serving = {(LOCAL, config.base_model): config.name for config in settings.vllm}
+    return Backends(backends, serving)
 
-    def __init__(self, settings: Settings, providers: ProviderRegistry) -> None:
-        self.settings = settings
-        self.providers = providers
-        self.engine: Engine | None = None
 
-    def __call__(self) -> Engine:
-        if self.engine is None:
-            self.engine = new_local_engine(self.settings, self.providers)
-        return self.engine
-
-    async def close(self) -> None:
-        if self.engine is not None:
-            await self.engine.close()
-
-
-def worker_gateway(
+def build_gateway(
     settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
     providers: ProviderRegistry,
     meter: UsageMeter,
     limiter: Limiter | None = None,
-) -> tuple[InferenceGateway, UpstreamClients, LazyEngine]:
-    """A gateway for a worker's eval runs: the API's routing, prompt formats and usage metering (into ``meter``,
-    which the caller flushes), rate limits (in this process unless ``limiter`` is shared), its own local engine and
-    upstream clients (the caller closes both)."""
-    catalog = ModelCatalog(providers, sessionmaker, ttl_seconds=settings.route_cache_seconds)
-    clients = UpstreamClients(settings.providers)
-    engine = LazyEngine(settings, providers)
-    gateway = InferenceGateway(
-        catalog, clients, meter, limiter or RateLimiter(), engine=engine, default_max_tokens=settings.default_max_tokens
-    )
-    return gateway, clients, engine
+) -> InferenceGateway:
+    """A gateway with the settings' backends and routing, metering usage into ``meter`` (the caller flushes it),
+    rate limits in this process unless ``limiter`` is shared. The caller closes ``gateway.backends``."""
+    backends = build_backends(settings, providers)
+    catalog = ModelCatalog(providers, sessionmaker, ttl_seconds=settings.route_cache_seconds, serving=backends.serving)
+    return InferenceGateway(catalog, backends, meter, limiter or RateLimiter())

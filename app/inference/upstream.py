@@ -30,9 +30,10 @@ MAX_RETRY_AFTER = 10.0
 class UpstreamFailure(Exception):
     """The provider did not answer usefully; the route may fall back."""
 
-    def __init__(self, provider: str, message: str) -> None:
+    def __init__(self, provider: str, message: str, status: int | None = None) -> None:
         super().__init__(f"{provider}: {message}")
         self.provider = provider
+        self.status = status  # the provider's last HTTP status, when it answered at all
 
 
 class UpstreamClient:
@@ -148,7 +149,7 @@ class UpstreamClient:
                 code=error.get("code") or "upstream_rejected",
             )
         self._failed()
-        raise UpstreamFailure(self.name, f"HTTP {status}: {error.get('message') or body[:200]!r}")
+        raise UpstreamFailure(self.name, f"HTTP {status}: {error.get('message') or body[:200]!r}", status)
 
     def _failed(self) -> None:
         self._failures += 1
@@ -158,6 +159,11 @@ class UpstreamClient:
 
     def _succeeded(self) -> None:
         self._failures = 0
+
+    def recovered(self) -> None:
+        """The provider is known to be back (a failure was not its fault): end any cooldown now."""
+        self._failures = 0
+        self._cool_until = 0.0
 
 
 def _is_number(text: str) -> bool:

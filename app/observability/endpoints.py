@@ -45,11 +45,8 @@ async def scraper(request: Request) -> None:
 
 
 def _engine_load(state: Any) -> EngineLoad | None:
-    engine = getattr(state, "inference_engine", None)  # made on first local request (app.inference.endpoints)
-    if engine is None:
-        return None
-    running = engine.running()
-    return EngineLoad(running=running, waiting=max(engine.active() - running, 0))
+    load = state.inference.backends.load()  # None until a local request has started the engine
+    return EngineLoad(running=load.running, waiting=load.waiting) if load is not None else None
 
 
 @router.get("/metrics", dependencies=[Depends(scraper)])

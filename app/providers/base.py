@@ -119,6 +119,14 @@ class JobContext(Protocol):
 
 
 @dataclass(frozen=True)
+class ModelAddress:
+    """Where a model's weights are, for whichever backend serves it."""
+
+    adapter: Path | None = None  # a LoRA adapter folder on the data folder (models trained here)
+    remote_id: str | None = None  # the provider's own model id (models that live upstream)
+
+
+@dataclass(frozen=True)
 class BaseModelInfo:
     id: str
     owned_by: str
@@ -137,6 +145,10 @@ class TrainingProvider(ABC):
     @abstractmethod
     def supports(self, method: str, dataset_format: str) -> bool:
         """Whether a file of ``dataset_format`` (chat, prompt_completion, preference) trains with ``method``."""
+
+    @abstractmethod
+    def address(self, base_model: str, artifact: str | None) -> ModelAddress:
+        """Where ``base_model`` (``artifact`` None) or a model trained from it (its run's artifact) is served from."""
 
     @abstractmethod
     async def run(self, job: JobRun, ctx: JobContext) -> RunOutcome:

@@ -24,6 +24,7 @@ from app.providers.base import (
     CheckpointReport,
     JobContext,
     JobRun,
+    ModelAddress,
     RunOutcome,
     StepMetrics,
     StopReason,
@@ -64,6 +65,9 @@ class UpstreamProvider(TrainingProvider):
 
     def base_models(self) -> list[BaseModelInfo]:
         return [BaseModelInfo(id=ours, owned_by=self.name) for ours in self.config.models]
+
+    def address(self, base_model: str, artifact: str | None) -> ModelAddress:
+        return ModelAddress(remote_id=artifact or self.config.models.get(base_model, base_model))
 
     def supports(self, method: str, dataset_format: str) -> bool:
         return (method, dataset_format) in {

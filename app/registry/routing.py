@@ -24,10 +24,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.datasets.prompt_format import PromptFormat
+from app.errors import GatewayError
 from app.kit.numbers import parse_decimal
-from app.providers.local.provider import LocalProvider
 from app.providers.registry import ProviderRegistry
-from app.providers.upstream import UpstreamProvider
 from app.registry.models import AliasVersion, FineTunedModel, ModelAlias
 from app.registry.repository import AliasRepository, ModelRepository
 from app.registry.schemas import Guard
@@ -38,18 +37,14 @@ PIN = "@"  # support-bot@3 calls version 3 of support-bot, whichever version is 
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """A concrete model that can answer: a local base model (with an adapter or not) or an upstream model."""
+    """A concrete model that can answer, and the backend that answers for it (``app.inference.backends``)."""
 
     model: str  # our id: what answered, echoed in `model` and X-FTGW-Model
-    provider: str  # "local" or an upstream provider's name
+    backend: str  # the name of the backend that serves it
     base_model: str
-    adapter: Path | None = None  # local fine-tunes
-    upstream_model: str | None = None  # the provider's own id
+    adapter: Path | None = None  # a LoRA adapter on the data folder (a model trained here)
+    upstream_model: str | None = None  # the provider's own id (a model that lives upstream)
     prompt_format: PromptFormat | None = None
-
-    @property
-    def is_local(self) -> bool:
-        return self.upstream_model is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +90,9 @@ class Plan:
     guard_endpoint: Endpoint | None = None
 
 
+Serving = Callable[[str, str], str]  # (provider, base model) -> the backend that serves its models
+
+
 class ModelCatalog:
     def __init__(
         self,
@@ -102,21 +100,17 @@ class ModelCatalog:
         sessionmaker: async_sessionmaker[AsyncSession],
         *,
         ttl_seconds: float,
+        serving: Serving | None = None,
     ) -> None:
+        """``serving`` says which backend answers for a provider's models (by default the provider's own)."""
         self.sessionmaker = sessionmaker
         self.ttl = ttl_seconds
+        self.providers = providers
+        self.serving: Serving = serving or (lambda provider, _: provider)
         self.base: dict[str, Endpoint] = {}
-        self.data_dir: Path | None = None
         for provider in providers.all():
-            if isinstance(provider, LocalProvider):
-                self.data_dir = provider.data_dir
-                for name in provider.store.names():
-                    self.base[name] = Endpoint(model=name, provider=provider.name, base_model=name)
-            elif isinstance(provider, UpstreamProvider):
-                for ours, theirs in provider.config.models.items():
-                    self.base[ours] = Endpoint(
-                        model=ours, provider=provider.name, base_model=ours, upstream_model=theirs
-                    )
+            for info in provider.base_models():
+                self.base[info.id] = self.address(provider.name, info.id, None)
         self._projects: dict[str, dict[str, tuple[float, Any]]] = {}
         self.announce: Callable[[str], None] | None = None  # with Redis: tells the other replicas (app/shared)
 
@@ -221,9 +215,23 @@ class ModelCatalog:
         guard_endpoint = (await choice(guard.model)).endpoint if guard else None
         return AliasRoute(alias.name, version.version, targets, fallbacks, guard, guard_endpoint)
 
+    def address(
+        self, provider: str, base_model: str, artifact: str | None, model: str | None = None, **extra: Any
+    ) -> Endpoint:
+        """The endpoint of ``provider``'s ``base_model`` (``artifact`` None) or of a model it trained from it."""
+        trainer = self.providers.get(provider)
+        if trainer is None:
+            raise GatewayError(f"No provider named '{provider}' is configured.", code="provider_not_configured")
+        where = trainer.address(base_model, artifact)
+        return Endpoint(
+            model=model or base_model,
+            backend=self.serving(provider, base_model),
+            base_model=base_model,
+            adapter=where.adapter,
+            upstream_model=where.remote_id,
+            **extra,
+        )
+
     def _fine_tuned(self, tuned: FineTunedModel) -> Endpoint:
         fmt = PromptFormat.from_stored(tuned.prompt_format)
-        if tuned.provider == "local":
-            adapter = (self.data_dir / tuned.artifact) if self.data_dir is not None else None
-            return Endpoint(tuned.id, tuned.provider, tuned.base_model, adapter=adapter, prompt_format=fmt)
-        return Endpoint(tuned.id, tuned.provider, tuned.base_model, upstream_model=tuned.artifact, prompt_format=fmt)
+        return self.address(tuned.provider, tuned.base_model, tuned.artifact, tuned.id, prompt_format=fmt)

@@ -13,7 +13,7 @@ from app.evals.tasks import EvalRunTask
 from app.files.storage import BlobStore
 from app.fine_tuning.events import DISPATCH_WAKEUP
 from app.fine_tuning.tasks import TrainingTask
-from app.inference.setup import worker_gateway
+from app.inference.setup import build_gateway
 from app.observability.logging import configure_logging
 from app.providers.setup import build_providers
 from app.shared import Shared
@@ -40,7 +40,7 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
     # usage read anywhere includes this worker's.
     shared = await Shared.start(settings)
     limiter = shared.limiter if shared is not None else None
-    gateway, clients, local = worker_gateway(settings, sessionmaker, providers, meter, limiter)
+    gateway = build_gateway(settings, sessionmaker, providers, meter, limiter)
     if shared is not None:
         await shared.follow(gateway.catalog, meter)
     tasks = [
@@ -71,6 +71,5 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
             await task
     if shared is not None:
         await shared.close()
-    await clients.aclose()
-    await local.close()
+    await gateway.backends.aclose()
     await engine.dispose()

@@ -99,7 +99,7 @@ def test_prompt_completion_job_trains_and_produces_a_model(training_gateway: Gat
 
     # The embedded worker warmed the gateway's engine with the new model (base weights as the job started, the
     # adapter once it succeeded): its first answer waits for no load. Nothing has asked for it yet.
-    engine = training_gateway.app.state.inference_engine
+    engine = training_gateway.app.state.inference.backends.get("local").engine()
     deadline = time.monotonic() + 60
     while not any(job.id in str(path) for path in engine.loaded_adapters(MODEL)):
         assert time.monotonic() < deadline, engine.loaded_adapters(MODEL)

@@ -178,7 +178,7 @@ def test_engine_bounds_come_from_settings(database_url: str, tmp_path: Path, mod
     with serve(settings) as gw:
         client = make_tenant(gw).client
         assert client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=2).usage.completion_tokens > 0
-        engine = gw.app.state.inference_engine  # created by that first local request
+        engine = gw.app.state.inference.backends.get("local").engine()  # the local backend's, created by that request
         assert (engine.max_adapters, engine.max_batch_size) == (3, 5)
         # A chat completion without max_tokens stops at FTGW_DEFAULT_MAX_TOKENS, each of its choices.
         chat = client.chat.completions.create(

@@ -33,7 +33,7 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
 
 def local_engine(gateway: Gateway, tenant: Tenant) -> Engine:
     tenant.client.completions.create(model=MODEL, prompt="warm up", max_tokens=1)  # the engine exists from now
-    engine: Engine = gateway.app.state.inference_engine
+    engine: Engine = gateway.app.state.inference.backends.get("local").engine()
     return engine
 
 

@@ -17,7 +17,7 @@ from app.inference.schemas import ChatCompletionRequest, CompletionRequest
 from app.registry.routing import Endpoint
 from tests.openai_schema import assert_matches
 
-GUARD = Endpoint(model="ft:tiny-smollm2:p:guard:abc", provider="local", base_model="tiny-smollm2")
+GUARD = Endpoint(model="ft:tiny-smollm2:p:guard:abc", backend="local", base_model="tiny-smollm2")
 
 
 def _chunks(answer: Any) -> list[dict[str, Any]]:

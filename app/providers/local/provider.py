@@ -17,16 +17,24 @@ from app.providers.base import (
     CheckpointReport,
     JobContext,
     JobRun,
+    ModelAddress,
     RunOutcome,
     StepMetrics,
     StopReason,
     TrainingProvider,
 )
 from app.providers.local.base_models import BaseModelStore, register_local_tokenizers
-from app.providers.local.data import load_preferences, load_supervised
-from app.providers.local.hyperparams import DeviceKind, ResolvedHyperparameters, resolve_hyperparameters
-from app.providers.local.process import child_main
-from app.providers.local.spec import ClassificationSettings, Hyperparameters, TrainSpec
+from app.providers.local.training import (
+    ClassificationSettings,
+    DeviceKind,
+    Hyperparameters,
+    ResolvedHyperparameters,
+    TrainSpec,
+    child_main,
+    load_preferences,
+    load_supervised,
+    resolve_hyperparameters,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,9 @@ class LocalProvider(TrainingProvider):
 
     def base_models(self) -> list[BaseModelInfo]:
         return [BaseModelInfo(id=name, owned_by="ftgw-local") for name in self.store.names()]
+
+    def address(self, base_model: str, artifact: str | None) -> ModelAddress:
+        return ModelAddress(adapter=self.data_dir / artifact if artifact else None)
 
     def supports(self, method: str, dataset_format: str) -> bool:
         return (method, dataset_format) in _FORMATS

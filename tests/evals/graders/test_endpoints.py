@@ -10,7 +10,7 @@ import pytest
 
 from app.evals.graders._grade import parse_score, score_instruction
 from app.evals.judge import label_instruction
-from app.providers.local.data import render_prompt
+from app.providers.local.hf import render_prompt
 from tests.conftest import Gateway, Tenant
 from tests.openai_schema import assert_matches
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from app.providers.local.base_models import SMOLLM2, TINY, BaseModelStore
-from app.providers.local.spec import CheckpointInfo, StepMetrics, ValidationMetrics
+from app.providers.local.training._spec import CheckpointInfo, StepMetrics, ValidationMetrics
 
 WORDS = ["apple", "river", "stone", "cloud", "green", "paper", "light", "music", "table", "horse"]
 

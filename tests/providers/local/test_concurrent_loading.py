@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from app.providers.local.base_models import BaseModelStore, TINY
 from app.providers.local.engine import Engine
-from app.providers.local.engine_batch import load_slot
-from app.providers.local.modeling import load_base
+from app.providers.local.engine._batch import load_slot
+from app.providers.local.training._modeling import load_base
 
 store = BaseModelStore(Path(sys.argv[1]), None, include_test_models=True)
 engine = Engine(store)

@@ -9,8 +9,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from app.providers.local.batching import chunk_by_tokens, epoch_batches, pack
-from app.providers.local.data import (
+from app.providers.local.hf import load_causal_lm
+from app.providers.local.training._batching import chunk_by_tokens, epoch_batches, pack
+from app.providers.local.training._data import (
     IGNORE,
     TrainingDataError,
     encode_chat,
@@ -18,7 +19,7 @@ from app.providers.local.data import (
     encode_prompt_completion,
     load_supervised,
 )
-from app.providers.local.modeling import load_base, score_tokens
+from app.providers.local.training._modeling import load_base, score_tokens
 from tests.providers.local.conftest import write_jsonl
 
 
@@ -95,7 +96,7 @@ def test_packed_scores_equal_separate_unpadded_passes(tiny_path: Path, tokenizer
         encode_prompt_completion(tokenizer, "short", " one"),
     ]
     packed_model = load_base(tiny_path, torch.float32, torch.device("cpu"))
-    plain_model = load_base(tiny_path, torch.float32, torch.device("cpu"), packed=False)
+    plain_model = load_causal_lm(tiny_path, torch.float32, torch.device("cpu"))
     with torch.no_grad():
         packed = score_tokens(packed_model, pack(seqs)).logprobs
         expected = []

@@ -10,11 +10,12 @@ from peft import PeftModel
 from transformers import AutoTokenizer
 
 from app.providers.local.base_models import TINY
-from app.providers.local.data import encode_preference
-from app.providers.local.metrics import sequence_logprobs
-from app.providers.local.modeling import load_base, quiet_peft
-from app.providers.local.spec import Hyperparameters, TrainSpec
-from app.providers.local.trainer import train
+from app.providers.local.hf import quiet_peft
+from app.providers.local.training._data import encode_preference
+from app.providers.local.training._metrics import sequence_logprobs
+from app.providers.local.training._modeling import load_base
+from app.providers.local.training._spec import Hyperparameters, TrainSpec
+from app.providers.local.training._trainer import train
 from tests.providers.local.conftest import WORDS, Recorder, write_jsonl
 
 

@@ -16,12 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.providers.local.base_models import SMOLLM2, TINY, BaseModelStore
-from app.providers.local.engine import Engine, GenerationChunk, GenerationFailed, GenerationRequest
-from app.providers.local.engine_decode import TextState, adjusted, pick_token
-from app.providers.local.engine_lora import UnsupportedAdapter
-from app.providers.local.engine_types import GREEDY_BELOW
-from app.providers.local.generate import complete
-from app.providers.local.modeling import quiet_peft
+from app.providers.local.engine import GREEDY_BELOW, Engine, GenerationChunk, GenerationFailed, GenerationRequest
+from app.providers.local.engine._decode import TextState, adjusted, pick_token
+from app.providers.local.engine._lora import UnsupportedAdapter
+from app.providers.local.hf import quiet_peft
+from app.providers.local.training._generate import complete
 
 torch.set_num_threads(1)  # other test runs may share the two cores; the tiny model gains nothing from more
 
@@ -294,14 +293,14 @@ def test_fused_decode_steps_match_torch_operations(tiny_path: Path, tmp_path: Pa
     """On CPU in float32 decode steps run the engine's own kernels; elsewhere the same step runs on torch
     operations. Both paths, from the same prefilled cache, must give the same logits and write the same cache,
     with LoRA on every projection for some rows and none for others."""
-    from app.providers.local.engine_llama import LlamaRunner
-    from app.providers.local.engine_lora import load_lora
-    from app.providers.local.modeling import load_base
+    from app.providers.local.engine._llama import LlamaRunner
+    from app.providers.local.engine._lora import load_lora
+    from app.providers.local.hf import load_causal_lm
 
     projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     adapter = random_adapter(tiny_path, tmp_path / "all", 11, target_modules=projections)
     lora = load_lora(adapter, dtype=torch.float32, device=torch.device("cpu"))
-    model = load_base(tiny_path, torch.float32, torch.device("cpu"), packed=False).eval()
+    model = load_causal_lm(tiny_path, torch.float32, torch.device("cpu")).eval()
     runners = [LlamaRunner(model, fused=True), LlamaRunner(model, fused=False)]
     prompts = [[5, 9, 2, 7], [5, 9, 3], [8, 1, 1, 4, 4, 6], [2]]
     on_lora = torch.tensor([0, 2])
@@ -419,7 +418,7 @@ async def test_a_failing_decode_step_is_redone_sequence_by_sequence(
     streams = [engine.generate(r) for r in requests]
     firsts = [[await anext(s)] for s in streams]  # all three running in one batch now
     # A fault only a decode step meets: adapters[1]'s weights, as loaded, corrupted in memory.
-    from app.providers.local.engine_lora import LoraModule
+    from app.providers.local.engine._lora import LoraModule
 
     slot: Any = engine._slots[TINY]
     loaded = slot._loras[slot.adapters[adapters[1].resolve()]]

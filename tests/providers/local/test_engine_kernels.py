@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.providers.local.engine_kernels import MAX_ROWS, add_rms_norm, matmul_wt, rms_norm
+from app.providers.local.engine._kernels import MAX_ROWS, add_rms_norm, matmul_wt, rms_norm
 
 
 @pytest.mark.parametrize("rows", range(1, MAX_ROWS + 3))
@@ -77,7 +77,7 @@ def test_kernels_compile_where_no_cache_can_be_written() -> None:
     }
     code = (
         "import numpy as np\n"
-        "from app.providers.local import engine_kernels as k\n"
+        "from app.providers.local.engine import _kernels as k\n"
         "k.warm_up()\n"
         "print(k.matmul_wt(np.ones((3, 4), np.float32), np.ones((2, 4), np.float32)).tolist())\n"
     )

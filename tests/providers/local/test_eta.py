@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.providers.local.eta import CHECKPOINT_ADAPTER_WRITES, FORWARD_SHARE, FinishEstimate
+from app.providers.local.training._eta import CHECKPOINT_ADAPTER_WRITES, FORWARD_SHARE, FinishEstimate
 
 
 def test_priors_stand_in_until_validation_and_checkpoint_are_measured() -> None:

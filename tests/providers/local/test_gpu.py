@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.providers.local.generate import complete
-from app.providers.local.modeling import default_device, resolve_dtype
-from app.providers.local.spec import Hyperparameters
-from app.providers.local.trainer import train
+from app.providers.local.hf import default_device
+from app.providers.local.training._generate import complete
+from app.providers.local.training._modeling import resolve_dtype
+from app.providers.local.training._spec import Hyperparameters
+from app.providers.local.training._trainer import train
 from tests.providers.local.conftest import Recorder, format_rows, write_jsonl
 from tests.providers.local.test_training import PROMPT, spec_for
 

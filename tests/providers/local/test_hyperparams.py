@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.datasets.hyperparams import auto_epochs
-from app.providers.local.hyperparams import (
+from app.providers.local.training._hyperparams import (
     AUTO_BETA,
     AUTO_LEARNING_RATE_MULTIPLIER,
     BASE_LEARNING_RATE,
@@ -21,7 +21,7 @@ from app.providers.local.hyperparams import (
     steps_per_epoch,
     tokens_per_step,
 )
-from app.providers.local.spec import Hyperparameters, LoraSettings, TrainSpec
+from app.providers.local.training._spec import Hyperparameters, LoraSettings, TrainSpec
 
 
 def spec(**hp: object) -> TrainSpec:

@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from app.providers.local.base_models import TINY
-from app.providers.local.spec import Hyperparameters, StepMetrics, TrainSpec
-from app.providers.local.state import CHECKPOINTS_DIR, STATE_DIR
-from app.providers.local.trainer import train
+from app.providers.local.training._spec import Hyperparameters, StepMetrics, TrainSpec
+from app.providers.local.training._state import CHECKPOINTS_DIR, STATE_DIR
+from app.providers.local.training._trainer import train
 from tests.providers.local.conftest import Recorder, format_rows, write_jsonl
 
 HP = Hyperparameters(learning_rate_multiplier=10, n_epochs=3, batch_size=3, lora={"dropout": 0.1})

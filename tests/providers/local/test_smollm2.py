@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.providers.local.base_models import SMOLLM2
-from app.providers.local.spec import Hyperparameters, TrainSpec
-from app.providers.local.trainer import train
+from app.providers.local.training._spec import Hyperparameters, TrainSpec
+from app.providers.local.training._trainer import train
 from tests.providers.local.conftest import Recorder, format_rows, write_jsonl
 
 

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from app.providers.local.base_models import TINY
-from app.providers.local.generate import complete
-from app.providers.local.results import BASE_COLUMNS, BINARY_COLUMNS, MULTICLASS_COLUMNS, VALIDATION_COLUMNS
-from app.providers.local.spec import ClassificationSettings, Hyperparameters, TrainSpec
-from app.providers.local.trainer import train
+from app.providers.local.training._generate import complete
+from app.providers.local.training._results import BASE_COLUMNS, BINARY_COLUMNS, MULTICLASS_COLUMNS, VALIDATION_COLUMNS
+from app.providers.local.training._spec import ClassificationSettings, Hyperparameters, TrainSpec
+from app.providers.local.training._trainer import train
 from tests.providers.local.conftest import WORDS, Recorder, format_rows, write_jsonl
 
 # A random tiny model needs a much larger rate than LoRA on a pretrained one (auto: 1e-3); see hyperparams.py.

@@ -9,9 +9,6 @@ tokens), while per-slice attention costs only the sequences' own squares.
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from itertools import pairwise
@@ -21,9 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from app.providers.local.batching import PackedBatch
-from app.providers.local.hf import LOADING
-from app.providers.local.spec import LoraSettings, Precision
+from app.providers.local.hf import load_causal_lm, quiet_peft
+from app.providers.local.training._batching import PackedBatch
+from app.providers.local.training._spec import LoraSettings, Precision
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -77,14 +74,6 @@ def register_packed_attention() -> None:
     AttentionInterface.register(PACKED_ATTENTION, packed_attention)
 
 
-@contextmanager
-def quiet_peft() -> Iterator[None]:
-    """PEFT still reads a transformers attribute deprecated in v5: a warning nobody here can act on."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        yield
-
-
 def _cpu_has_bf16() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text()
@@ -105,25 +94,10 @@ def resolve_dtype(precision: Precision, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if _cpu_has_bf16() else torch.float32
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_base(base_path: Path, dtype: torch.dtype, device: torch.device, *, packed: bool = True) -> Any:
-    """The base causal LM from a local folder (never the network)."""
-    with LOADING:
-        from transformers import AutoModelForCausalLM
-
-        if packed:
-            register_packed_attention()
-        model = AutoModelForCausalLM.from_pretrained(
-            str(base_path),
-            dtype=dtype,
-            local_files_only=True,
-            attn_implementation=PACKED_ATTENTION if packed else "sdpa",
-        )
-    model.config.use_cache = False
-    return model.to(device)  # type: ignore[arg-type]
+def load_base(base_path: Path, dtype: torch.dtype, device: torch.device) -> Any:
+    """The base causal LM from a local folder (never the network), with packed attention for training."""
+    register_packed_attention()
+    return load_causal_lm(base_path, dtype, device, attention=PACKED_ATTENTION)
 
 
 def load_for_training(

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from app.providers.local.engine_types import GREEDY_BELOW, GenerationRequest, TokenLogprob, TopLogprob
+from app.providers.local.engine._types import GREEDY_BELOW, GenerationRequest, TokenLogprob, TopLogprob
 
 REPLACEMENT = "\ufffd"
 

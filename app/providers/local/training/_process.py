@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from app.providers.local.spec import CheckpointInfo, StepMetrics, TrainSpec, ValidationMetrics
+from app.providers.local.training._spec import CheckpointInfo, StepMetrics, TrainSpec, ValidationMetrics
 
 PR_SET_PDEATHSIG = 1
 
@@ -80,7 +80,7 @@ def child_main(spec_json: str, conn: Connection, parent_pid: int) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
-        from app.providers.local.trainer import train
+        from app.providers.local.training._trainer import train
 
         outcome = train(TrainSpec.model_validate_json(spec_json), PipeReporter(conn), PipeControl(conn))
         conn.send(("done", _asdict(outcome)))

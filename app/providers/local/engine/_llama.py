@@ -4,7 +4,7 @@ Same arithmetic as transformers' ``LlamaForCausalLM`` (RMSNorm, rotary embedding
 SiLU MLP, LoRA added after each adapted projection as PEFT does), arranged for decode steps of a few rows:
 
 * the weights are fused (q|k|v, gate|up), ``[out, in]``: one matrix product per group. On CPU in float32 a
-  decode step's products (up to 8 rows) go through the engine's own kernels (:mod:`engine_kernels`: 53 ms for
+  decode step's products (up to 8 rows) go through the engine's own kernels (:mod:`._kernels`: 53 ms for
   8 rows times SmolLM2's weights on the 2-core AMD EPYC we measured, against 65-89 ms for OpenBLAS and more
   for torch's ``linear``), larger ones (prefill) through numpy's BLAS; these products are ~75% of a step;
 * one preallocated KV cache, ``[layers, rows, kv_heads, columns, head_dim]``: row r's token at position p lives
@@ -13,7 +13,7 @@ SiLU MLP, LoRA added after each adapted projection as PEFT does), arranged for d
 * LoRA per group of rows sharing an adapter (two thin products each); rows on the bare base model skip it.
 
 Models this does not cover (other architectures, biases, dynamic RoPE) are served by transformers' own forward
-(:class:`app.providers.local.engine_batch.ModelSlot`).
+(:class:`app.providers.local.engine._batch.ModelSlot`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from app.providers.local import engine_kernels
-from app.providers.local.engine_kernels import matmul_wt
-from app.providers.local.engine_lora import LoraWeights
+from app.providers.local.engine import _kernels as engine_kernels
+from app.providers.local.engine._kernels import matmul_wt
+from app.providers.local.engine._lora import LoraWeights
 
 # (an adapter's weights, the batch rows using it or None for all of them)
 LoraGroups = Sequence[tuple[LoraWeights, torch.Tensor | None]]
@@ -150,7 +150,7 @@ class LlamaRunner:
     """Prefill and batched decode for one Llama model's weights (taken from a loaded transformers model)."""
 
     def __init__(self, model: Any, *, fused: bool | None = None) -> None:
-        """``fused``: decode with :mod:`engine_kernels`' fused layer steps (the default on CPU in float32, the only
+        """``fused``: decode with :mod:`._kernels`' fused layer steps (the default on CPU in float32, the only
         place they run); ``False`` keeps decode steps on torch operations, as on other devices and dtypes."""
         config = model.config
         inner = model.model

@@ -2,8 +2,8 @@
 
 Two kinds, behind the same methods (:class:`Slot`):
 
-* :class:`LlamaSlot`, for Llama-family models: the engine's own forward (:mod:`engine_llama`) over a
-  preallocated KV cache, with plain LoRA adapters read from their folders (:mod:`engine_lora`);
+* :class:`LlamaSlot`, for Llama-family models: the engine's own forward (:mod:`._llama`) over a
+  preallocated KV cache, with plain LoRA adapters read from their folders (:mod:`._lora`);
 * :class:`ModelSlot`, for any other causal LM: transformers' forward with a left-padded ``DynamicCache`` and
   PEFT's mixed-batch LoRA (``adapter_names=``). Padding columns are masked out and each row keeps its own
   position ids, so a row computes exactly what it would alone.
@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from app.observability import metrics
-from app.providers.local.engine_llama import LlamaRunner, LoraGroups, supports
-from app.providers.local.engine_lora import LoraWeights, load_lora
-from app.providers.local.hf import LOADING
-from app.providers.local.modeling import load_base, quiet_peft
+from app.providers.local.engine._llama import LlamaRunner, LoraGroups, supports
+from app.providers.local.engine._lora import LoraWeights, load_lora
+from app.providers.local.hf import LOADING, load_causal_lm, quiet_peft
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 # Shorter common prefixes are not worth a forward pass of their own.
@@ -42,7 +41,7 @@ def load_slot(base_path: Path, *, dtype: torch.dtype, device: torch.device, max_
 
         del DynamicCache
         tokenizer = AutoTokenizer.from_pretrained(str(base_path), local_files_only=True)
-        model = load_base(base_path, dtype, device, packed=False).eval()
+        model = load_causal_lm(base_path, dtype, device).eval()
     if supports(model.config):
         return LlamaSlot(model, tokenizer, max_adapters=max_adapters)
     return ModelSlot(model, tokenizer, max_adapters=max_adapters)

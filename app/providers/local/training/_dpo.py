@@ -19,11 +19,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from app.providers.local.batching import chunk_by_tokens, pack
-from app.providers.local.data import PreferencePair, TokenSequence
-from app.providers.local.metrics import sequence_logprobs
-from app.providers.local.modeling import per_sequence, score_tokens
-from app.providers.local.state import atomic_dir
+from app.providers.local.training._batching import chunk_by_tokens, pack
+from app.providers.local.training._data import PreferencePair, TokenSequence
+from app.providers.local.training._metrics import sequence_logprobs
+from app.providers.local.training._modeling import per_sequence, score_tokens
+from app.providers.local.training._state import atomic_dir
 
 
 @dataclass(frozen=True, slots=True)

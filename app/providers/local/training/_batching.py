@@ -1,7 +1,7 @@
 """Data order and packing: which examples form each step, and how they become one padding-free forward pass.
 
 A batch's sequences are laid end to end in a single row. Positions restart at 0 for each sequence and the
-attention (see :mod:`app.providers.local.modeling`) runs per sequence, so an example never sees another's tokens
+attention (see :mod:`._modeling`) runs per sequence, so an example never sees another's tokens
 and no compute is spent on padding. Only the positions whose next token is trained go through the LM head.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from app.providers.local.data import IGNORE, TokenSequence
+from app.providers.local.training._data import IGNORE, TokenSequence
 
 
 @dataclass(frozen=True, slots=True)

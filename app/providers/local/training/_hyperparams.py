@@ -10,7 +10,7 @@ only where the spec says ``"auto"``; an explicit value is used exactly as given)
 
 * ``n_epochs``: OpenAI's rule, shared with the dataset report (:func:`app.datasets.hyperparams.auto_epochs`):
   3, raised or lowered so that examples x epochs lands in [100, 25000], within [1, 25].
-* ``batch_size``: a **token budget** per optimizer step, which packing (:mod:`app.providers.local.batching`)
+* ``batch_size``: a **token budget** per optimizer step, which packing (:mod:`._batching`)
   turns into full forward passes without padding: :data:`CPU_TOKENS_PER_CORE` per usable core on a CPU (1024 on
   two cores), :data:`GPU_TOKENS_PER_STEP` on a GPU, divided by the training file's mean example length. Then
   capped so the run still takes at least :data:`MIN_OPTIMIZER_STEPS` optimizer steps: a tiny dataset would
@@ -25,7 +25,7 @@ only where the spec says ``"auto"``; an explicit value is used exactly as given)
   fine-tuning rates and do not transfer. 2e-3 lifted the triage task to 0.90 but dropped sentiment to 0.92.
   A tiny randomly initialised test model needs far more (tests pass 25-50 explicitly).
 * ``beta`` (DPO): 0.1, the value of the DPO paper and OpenAI's default.
-* LoRA (:class:`~app.providers.local.spec.LoraSettings` defaults): rank 16, alpha 32 on all seven projections,
+* LoRA (:class:`~app.providers.local.training._spec.LoraSettings` defaults): rank 16, alpha 32 on all seven projections,
   attention and MLP. Adapting the MLP too roughly doubles what a few steps can change (the MLP holds most of a
   layer's weights) for ~10% more step time; the engine serves such adapters natively.
 * warm-up: 3% of the steps (none on a 20-step run), then a linear decay to 10% of the peak.
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from app.datasets.hyperparams import auto_epochs
-from app.providers.local.spec import LoraSettings, TrainSpec
+from app.providers.local.training._spec import LoraSettings, TrainSpec
 
 BASE_LEARNING_RATE = 2e-4
 AUTO_LEARNING_RATE_MULTIPLIER = 5.0

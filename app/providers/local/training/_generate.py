@@ -13,9 +13,7 @@ from typing import Any
 
 import torch
 
-from app.providers.local.data import render_prompt
-from app.providers.local.hf import LOADING
-from app.providers.local.modeling import quiet_peft
+from app.providers.local.hf import LOADING, quiet_peft, render_prompt
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

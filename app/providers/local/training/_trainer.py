@@ -1,6 +1,6 @@
-"""The training loop: :func:`train` runs a :class:`~app.providers.local.spec.TrainSpec` to the end or to a pause.
+"""The training loop: :func:`train` runs a :class:`~._spec.TrainSpec` to the end or to a pause.
 
-Each optimizer step packs its batch into padding-free forward passes (:mod:`app.providers.local.batching`),
+Each optimizer step packs its batch into padding-free forward passes (:mod:`._batching`),
 reports :class:`StepMetrics`, and appends a results.csv row. Each epoch ends with validation (when there is a
 validation file) and a checkpoint. A pause saves the state and returns; calling :func:`train` again on the same
 ``output_dir`` resumes from the newest complete state and replays exactly what an uninterrupted run would have
@@ -22,17 +22,18 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from app.providers.local import state as disk
-from app.providers.local.batching import chunk_by_tokens, epoch_batches, pack
-from app.providers.local.data import (
+from app.providers.local.hf import default_device
+from app.providers.local.training import _state as disk
+from app.providers.local.training._batching import chunk_by_tokens, epoch_batches, pack
+from app.providers.local.training._data import (
     PreferencePair,
     TokenSequence,
     load_preferences,
     load_supervised,
 )
-from app.providers.local.dpo import cached_reference, dpo_step, dpo_validation
-from app.providers.local.eta import FinishEstimate
-from app.providers.local.hyperparams import (
+from app.providers.local.training._dpo import cached_reference, dpo_step, dpo_validation
+from app.providers.local.training._eta import FinishEstimate
+from app.providers.local.training._hyperparams import (
     DeviceKind,
     ResolvedHyperparameters,
     lr_factor,
@@ -40,10 +41,10 @@ from app.providers.local.hyperparams import (
     steps_per_epoch,
     usable_cores,
 )
-from app.providers.local.metrics import classification_metrics, classification_mode, summarize
-from app.providers.local.modeling import default_device, load_for_training, resolve_dtype, score_tokens
-from app.providers.local.results import ResultsWriter, columns
-from app.providers.local.spec import (
+from app.providers.local.training._metrics import classification_metrics, classification_mode, summarize
+from app.providers.local.training._modeling import load_for_training, resolve_dtype, score_tokens
+from app.providers.local.training._results import ResultsWriter, columns
+from app.providers.local.training._spec import (
     CheckpointInfo,
     Control,
     Reporter,

@@ -5,7 +5,7 @@ the thread admits the requests that arrived since the last one (their prompts pr
 share run once, each sent its first token), then runs ONE batched decode step for every running sequence of each
 base model, and hands each sequence's new token to its consumer's event loop. A consumer that stops iterating (a
 client disconnect) marks its sequence cancelled; the thread drops it before the next step. How a model's batch is
-computed lives in :mod:`engine_batch` (Llama-family models through the engine's own forward, :mod:`engine_llama`).
+computed lives in :mod:`._batch` (Llama-family models through the engine's own forward, :mod:`._llama`).
 
 One sequence never fails another: each row's pick is guarded on its own, a prefill pass that raises is retried one
 prompt at a time, and a decode step that raises is redone by prefilling each sequence alone again (prompt plus
@@ -37,10 +37,9 @@ from typing import Any
 import torch
 
 from app.providers.local.base_models import BaseModelStore
-from app.providers.local.data import render_prompt
-from app.providers.local.engine_batch import Slot, context_length, load_slot
-from app.providers.local.engine_decode import TextState, adjusted, pick_token, token_logprob
-from app.providers.local.engine_types import (
+from app.providers.local.engine._batch import Slot, context_length, load_slot
+from app.providers.local.engine._decode import TextState, adjusted, pick_token, token_logprob
+from app.providers.local.engine._types import (
     FinishReason,
     GenerationChunk,
     GenerationFailed,
@@ -48,8 +47,7 @@ from app.providers.local.engine_types import (
     TokenLogprob,
     Usage,
 )
-from app.providers.local.hf import LOADING
-from app.providers.local.modeling import default_device
+from app.providers.local.hf import LOADING, default_device, render_prompt
 
 __all__ = ["Engine", "EngineClosed", "GenerationChunk", "GenerationFailed", "GenerationRequest"]
 

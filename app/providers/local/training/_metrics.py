@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.providers.local.batching import chunk_by_tokens, pack
-from app.providers.local.data import IGNORE, TokenSequence
-from app.providers.local.modeling import per_sequence, score_tokens
+from app.providers.local.training._batching import chunk_by_tokens, pack
+from app.providers.local.training._data import IGNORE, TokenSequence
+from app.providers.local.training._modeling import per_sequence, score_tokens
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ class _Frozen(BaseModel):
 
 
 class LoraSettings(_Frozen):
-    """The adapter's shape (defaults: the ``auto`` choice, see :mod:`app.providers.local.hyperparams`). Ignored when
+    """The adapter's shape (defaults: the ``auto`` choice, see :mod:`._hyperparams`). Ignored when
     continuing from a parent adapter: its own config is kept."""
 
     rank: int = Field(default=16, ge=1, le=256)
@@ -124,7 +124,7 @@ class CheckpointInfo:
 
 @dataclass(frozen=True, slots=True)
 class TrainOutcome:
-    """How :func:`~app.providers.local.trainer.train` returned.
+    """How :func:`~app.providers.local.training._trainer.train` returned.
 
     ``trained_tokens`` counts every token of every example once per epoch trained so far (prompt and completion,
     both sides of a DPO pair), which is how OpenAI bills ``trained_tokens``.

@@ -20,6 +20,7 @@ import orjson
 
 from app.datasets.formats import detect_format
 from app.datasets.schemas import Format
+from app.providers.local.hf import render_chat, render_prompt
 
 IGNORE = -100
 
@@ -121,18 +122,6 @@ def encode_prompt_completion(tokenizer: Any, prompt: str, completion: str) -> To
     )
 
 
-def _render(tokenizer: Any, messages: list[dict[str, Any]], *, generation_prompt: bool) -> str:
-    # Only role and content reach the template: weight is ours, and templates may choke on unknown keys.
-    plain = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
-    text = tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=generation_prompt)
-    return str(text)
-
-
-def render_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
-    """The conversation so far, ending where the assistant's reply starts."""
-    return _render(tokenizer, messages, generation_prompt=True)
-
-
 def encode_chat(tokenizer: Any, messages: list[dict[str, Any]]) -> TokenSequence:
     """The chat template's tokens; labels on each assistant message whose weight is not 0.
 
@@ -141,15 +130,15 @@ def encode_chat(tokenizer: Any, messages: list[dict[str, Any]]) -> TokenSequence
     ordinary role/content templates. The span ends after the end-of-turn token; the newline after it is left
     untrained because inference stops at that token.
     """
-    full = _render(tokenizer, messages, generation_prompt=False)
+    full = render_chat(tokenizer, messages, generation_prompt=False)
     spans: list[tuple[int, int]] = []
     last_label: str | None = None
     last_start = 0
     for index, message in enumerate(messages):
         if message.get("role") != "assistant" or message.get("weight", 1) == 0:
             continue
-        start = len(_render(tokenizer, messages[:index], generation_prompt=True))
-        through = _render(tokenizer, messages[: index + 1], generation_prompt=False)
+        start = len(render_chat(tokenizer, messages[:index], generation_prompt=True))
+        through = render_chat(tokenizer, messages[: index + 1], generation_prompt=False)
         if not full.startswith(through):
             raise ValueError("the chat template does not render conversations prefix-consistently")
         end = len(through.rstrip())
@@ -178,7 +167,7 @@ def encode_preference(tokenizer: Any, value: dict[str, Any]) -> PreferencePair:
 
     def answer(outputs: list[dict[str, Any]]) -> list[int]:
         # The end-of-turn is what the template writes after the content; rendering one turn finds it.
-        whole = _render(tokenizer, [*messages, outputs[0]], generation_prompt=False)
+        whole = render_chat(tokenizer, [*messages, outputs[0]], generation_prompt=False)
         return _ids(tokenizer, whole[len(prompt) :].rstrip())
 
     return PreferencePair(prompt_ids, answer(value["preferred_output"]), answer(value["non_preferred_output"]))
