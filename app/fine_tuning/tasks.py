@@ -30,8 +30,8 @@ from app.worker.lease import Lease
 
 log = logging.getLogger(__name__)
 
-# (provider, base model, the fine-tuned model's artifact or None): see TrainingTask.__init__.
-Warm = Callable[[str, str, str | None], None]
+# (provider, base model, the fine-tuned model's artifact and id, or None and None): see TrainingTask.__init__.
+Warm = Callable[[str, str, str | None, str | None], None]
 
 
 class TrainingTask:
@@ -94,7 +94,7 @@ class TrainingTask:
             record = await job_service.start(session, held)
             await commit(session)
         assert provider is not None  # refused above
-        self._warm(job.provider, job.base_model, None)
+        self._warm(job.provider, job.base_model, None, None)
         ctx = RunContext(self.sessionmaker, job, worker_id, self.lease, record)
         lease = Lease(
             ctx.renew,
@@ -145,13 +145,13 @@ class TrainingTask:
             await job_service.release(session, held, worker_id)
             await commit(session)
         if model is not None:
-            self._warm(model.provider, model.base_model, model.artifact)
+            self._warm(model.provider, model.base_model, model.artifact, model.id)
 
-    def _warm(self, provider: str, base_model: str, artifact: str | None) -> None:
+    def _warm(self, provider: str, base_model: str, artifact: str | None, model: str | None) -> None:
         if self.warm is None:
             return
         try:
-            self.warm(provider, base_model, artifact)
+            self.warm(provider, base_model, artifact, model)
         except Exception:  # only an optimisation: the job runs (or is done) either way
             log.exception("warming %s failed", base_model)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +65,7 @@ class InferenceGateway:
         self.backends = backends
         self.meter = meter
         self.limiter = limiter
-        self._warming: set[asyncio.Task[None]] = set()
+        self._upkeep: set[asyncio.Task[None]] = set()  # warming and forgetting models, in the background
 
     async def serve(self, principal: Principal, body: Request, sticky: str | None) -> Served:
         await self.limiter.check(principal)
@@ -138,23 +138,26 @@ class InferenceGateway:
 
     # --- models coming and going ----------------------------------------------------------------------------------
 
-    def warm(self, provider: str, base_model: str, artifact: str | None) -> None:
-        """A model about to be asked for (a job's base model as it starts, its fine-tune as it succeeds): let its
-        backend load it in the background."""
-        endpoint = self.catalog.address(provider, base_model, artifact)
-        task = asyncio.create_task(self.backends.get(endpoint.backend).warm(endpoint), name="ftgw-warm")
-        self._warming.add(task)
-        task.add_done_callback(self._warmed)
+    def warm(self, provider: str, base_model: str, artifact: str | None, model: str | None) -> None:
+        """A model about to be asked for (a job's base model as it starts, its fine-tune ``model`` as it
+        succeeds): its backend loads it in the background."""
+        endpoint = self.catalog.address(provider, base_model, artifact, model)
+        self._background(self.backends.get(endpoint.backend).warm(endpoint))
 
-    def _warmed(self, task: asyncio.Task[None]) -> None:
-        self._warming.discard(task)
+    def forget(self, provider: str, base_model: str, artifact: str, model: str) -> None:
+        """The fine-tuned ``model`` was deleted: its backend frees what it loaded for it, in the background."""
+        endpoint = self.catalog.address(provider, base_model, artifact, model)
+        self._background(self.backends.get(endpoint.backend).forget(endpoint))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name="ftgw-backend-upkeep")
+        self._upkeep.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._upkeep.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.warning("warming a model failed: %s", task.exception())
-
-    async def forget(self, provider: str, base_model: str, artifact: str | None) -> None:
-        """A model was deleted: its backend frees what it loaded for it."""
-        endpoint = self.catalog.address(provider, base_model, artifact)
-        await self.backends.get(endpoint.backend).forget(endpoint)
+            log.warning("loading or unloading a model failed: %s", task.exception())
 
     # --- guards --------------------------------------------------------------------------------------------------
 

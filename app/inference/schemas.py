@@ -18,6 +18,7 @@ MAX_LOGIT_BIAS = 100
 NULL_IS_DEFAULT = frozenset(
     {"temperature", "top_p", "n", "stream", "frequency_penalty", "presence_penalty", "logprobs", "echo", "max_tokens"}
 )
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound on a chat completion's top_logprobs
 
 
 class StreamOptions(RequestSchema):
@@ -87,7 +88,7 @@ class ChatCompletionRequest(Sampling):
     max_tokens: MaxTokens | None = None
     max_completion_tokens: MaxTokens | None = None
     logprobs: bool = False
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
 
     @model_validator(mode="after")
     def _top_logprobs_need_logprobs(self) -> ChatCompletionRequest:

@@ -33,7 +33,10 @@ def build_backends(settings: Settings, providers: ProviderRegistry) -> Backends:
         )
     ]
     backends += [UpstreamBackend(UpstreamClient(config)) for config in settings.providers]
-    backends += [VllmBackend(config, data_dir=settings.data_dir.resolve()) for config in settings.vllm]
+    backends += [
+        VllmBackend(config, data_dir=settings.data_dir.resolve(), default_max_tokens=settings.default_max_tokens)
+        for config in settings.vllm
+    ]
     serving = {(LOCAL, config.base_model): config.name for config in settings.vllm}
     return Backends(backends, serving)
 

@@ -53,7 +53,8 @@ def _engine_load(state: Any) -> EngineLoad | None:
 async def metrics(request: Request, session: SessionDep) -> Response:
     """This process's metrics, and the jobs, eval runs and leases of the whole database."""
     work = await WorkRepository(session).by_status()
-    families = scraped(work, STATUSES, _engine_load(request.app.state))
+    backends = {backend.name: (await backend.health()).healthy for backend in request.app.state.inference.backends}
+    families = scraped(work, STATUSES, _engine_load(request.app.state), backends)
     return Response(exposition(families), media_type=CONTENT_TYPE)
 
 

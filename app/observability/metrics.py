@@ -75,6 +75,7 @@ ENGINE_QUEUE_DEPTH = "ftgw_engine_queue_depth"
 JOBS = "ftgw_fine_tuning_jobs"
 EVAL_RUNS = "ftgw_eval_runs"
 LEASES_HELD = "ftgw_worker_leases_held"
+BACKEND_UP = "ftgw_backend_up"
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 _by_route: dict[tuple[str | None, str, int], Histogram] = {}
@@ -160,10 +161,14 @@ class EngineLoad:
 
 
 def scraped(
-    work: Sequence[WorkCount], statuses: Mapping[str, Sequence[str]], engine: EngineLoad | None
+    work: Sequence[WorkCount],
+    statuses: Mapping[str, Sequence[str]],
+    engine: EngineLoad | None,
+    backends: Mapping[str, bool] | None = None,
 ) -> list[Metric]:
     """The gauges read at scrape time. ``statuses`` lists every status of each kind, so one with no rows reads 0
-    instead of vanishing; ``engine`` is None when this process has not started a local engine."""
+    instead of vanishing; ``engine`` is None when this process has not started a local engine; ``backends`` says
+    whether each inference backend answers (a vLLM fleet: at least one replica)."""
     jobs = GaugeMetricFamily(JOBS, "Fine-tuning jobs by status, across all projects.", labels=["status"])
     runs = GaugeMetricFamily(EVAL_RUNS, "Eval runs by status, across all projects.", labels=["status"])
     leases = GaugeMetricFamily(
@@ -183,7 +188,12 @@ def scraped(
     batch.add_metric([], load.running)
     queue = GaugeMetricFamily(ENGINE_QUEUE_DEPTH, "Sequences waiting for a place in a local engine batch.")
     queue.add_metric([], load.waiting)
-    return [jobs, runs, leases, batch, queue]
+    up = GaugeMetricFamily(
+        BACKEND_UP, "Whether each inference backend can answer now (1) or not (0).", labels=["backend"]
+    )
+    for name, healthy in (backends or {}).items():
+        up.add_metric([name], 1 if healthy else 0)
+    return [jobs, runs, leases, batch, queue, up]
 
 
 class _Families(Collector):

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from app.auth.principal import PrincipalDep
 from app.db import SessionDep, after_commit
 from app.errors import InvalidRequest
+from app.inference.gateway import InferenceGateway
 from app.kit.time import unix
 from app.providers.registry import ProviderRegistry
 from app.registry.routing import ModelCatalog
@@ -55,5 +56,7 @@ async def delete_model(model: str, request: Request, session: SessionDep, princi
         raise InvalidRequest(f"'{model}' is a base model; only fine-tuned models can be deleted.", param="model")
     deleted = await registry_service.delete_fine_tuned(session, principal.project_id, model)
     catalog: ModelCatalog = request.app.state.catalog
+    gateway: InferenceGateway = request.app.state.inference
     after_commit(session, lambda: catalog.invalidate(principal.project_id))
+    after_commit(session, lambda: gateway.forget(deleted.provider, deleted.base_model, deleted.artifact, deleted.id))
     return ModelDeleted(id=deleted.id)

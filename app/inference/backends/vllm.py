@@ -28,7 +28,7 @@ import aiohttp
 
 from app.config import UpstreamProviderConfig, VllmConfig
 from app.inference import remote
-from app.inference.answer import Answer
+from app.inference.answer import Answer, Tally
 from app.inference.backends import FirstToken, Health, Load
 from app.inference.backends.upstream import first_token
 from app.inference.schemas import ChatCompletionRequest, CompletionRequest, Sampling
@@ -50,7 +50,7 @@ class Replica:
         self.url = url.rstrip("/")
         self.client = UpstreamClient(
             UpstreamProviderConfig(
-                name=f"{fleet.name}#{index}",
+                name=f"{fleet.name}-{index}",
                 base_url=self.url,
                 api_key_env=fleet.api_key_env or "FTGW_VLLM_NO_KEY",
                 models={},
@@ -79,8 +79,9 @@ class Replica:
 
 
 class VllmBackend:
-    def __init__(self, config: VllmConfig, *, data_dir: Path) -> None:
+    def __init__(self, config: VllmConfig, *, data_dir: Path, default_max_tokens: int) -> None:
         self.name = config.name
+        self.default_max_tokens = default_max_tokens
         self.config = config
         self.data_dir = data_dir
         self.base_name = config.served_model_name or config.base_model
@@ -89,6 +90,9 @@ class VllmBackend:
     # --- the interface -------------------------------------------------------------------------------------------
 
     async def chat(self, endpoint: Endpoint, body: ChatCompletionRequest) -> Answer:
+        if body.max_tokens is None and body.max_completion_tokens is None:
+            # As on the local engine: an unbounded chat completion stops at FTGW_DEFAULT_MAX_TOKENS.
+            body = body.model_copy(update={"max_completion_tokens": self.default_max_tokens})
         return await self._answer(endpoint, "/chat/completions", body)
 
     async def completion(self, endpoint: Endpoint, body: CompletionRequest) -> Answer:
@@ -109,9 +113,11 @@ class VllmBackend:
             await self._ensure_loaded(replica, endpoint)
 
     async def forget(self, endpoint: Endpoint) -> None:
+        # Every replica, not only those this process loaded it on: another process sharing the fleet may have, and
+        # a replica that still lists the adapter when its folder is purged dies on its next load of it.
         for replica in self.replicas:
-            if replica.adapters.pop(endpoint.model, None) is not None:
-                await self._unload(replica, endpoint.model)
+            replica.adapters.pop(endpoint.model, None)
+            await self._unload(replica, endpoint.model)
 
     async def health(self) -> Health:
         answers = await asyncio.gather(*(self._healthy(r) for r in self.replicas))
@@ -147,31 +153,45 @@ class VllmBackend:
             tried.add(replica.name)
             replica.in_flight += 1
             try:
-                if endpoint.adapter is not None:
-                    await self._ensure_loaded(replica, endpoint)
+                if endpoint.adapter is None:
+                    return await call(replica, model)
+                await self._ensure_loaded(replica, endpoint)
+                self._use(replica, model, +1)  # not evicted while this request runs
                 try:
                     return await call(replica, model)
                 except UpstreamFailure as exc:
-                    if exc.status != NOT_LOADED or endpoint.adapter is None:
+                    if exc.status != NOT_LOADED:
                         raise
                     # The replica lost the adapter (a restart, or another ftgw process unloaded it): reload, retry.
                     replica.client.recovered()
                     replica.adapters.pop(model, None)
                     await self._ensure_loaded(replica, endpoint)
                     return await call(replica, model)
+                finally:
+                    self._use(replica, model, -1)
             except UpstreamFailure as exc:
-                replica.lost()
+                if exc.status is None:  # it did not answer at all: it may have restarted, losing its adapters
+                    replica.lost()
                 problems.append(str(exc))
             finally:
                 replica.in_flight -= 1
         raise UpstreamFailure(self.name, "; ".join(problems) or "no replica is healthy")
 
     async def _answer(self, endpoint: Endpoint, path: str, body: Sampling) -> Answer:
+        copies = body.n if body.n > 1 and body.temperature == 0 else 1
+        if copies > 1:
+            # vLLM refuses n > 1 at temperature 0 ("n must be 1 when using greedy sampling"); OpenAI and our engine
+            # answer n identical choices. One greedy choice is asked for and copied.
+            body = body.model_copy(update={"n": 1})
+
         async def ask(replica: Replica, model: str) -> Answer:
             served = dataclasses.replace(endpoint, upstream_model=model)
             answer = await remote.forward(replica.client, served, path, body)
             if answer.events is not None:
-                answer.events = self._held(replica, model, answer.events)
+                answer.events = self._held(replica, model, _copied_events(answer.events, copies, answer.tally))
+            elif answer.body is not None and copies > 1:
+                _copy_choices(answer.body, copies)
+                answer.tally.completion_tokens *= copies
             return answer
 
         answer: Answer = await self._on_a_replica(endpoint, ask)
@@ -267,3 +287,27 @@ class VllmBackend:
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
+
+
+def _copies(choice: dict[str, Any], copies: int) -> list[dict[str, Any]]:
+    """Choice ``index`` of a one-choice-per-prompt answer as the ``copies`` choices OpenAI numbers ``index * n + i``."""
+    first = int(choice.get("index") or 0) * copies
+    return [{**choice, "index": first + i} for i in range(copies)]
+
+
+def _copy_choices(body: dict[str, Any], copies: int) -> None:
+    body["choices"] = [copy for choice in body.get("choices") or [] for copy in _copies(choice, copies)]
+    usage = body.get("usage")
+    if isinstance(usage, dict) and "completion_tokens" in usage:
+        usage["completion_tokens"] = int(usage["completion_tokens"]) * copies
+        usage["total_tokens"] = int(usage.get("prompt_tokens") or 0) + usage["completion_tokens"]
+
+
+async def _copied_events(
+    events: AsyncIterator[dict[str, Any]], copies: int, tally: Tally
+) -> AsyncIterator[dict[str, Any]]:
+    async for event in events:
+        if copies > 1:
+            _copy_choices(event, copies)
+        yield event
+    tally.completion_tokens *= copies  # counted by the relay (``remote``) from the one choice generated

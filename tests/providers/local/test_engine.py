@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.providers.local.base_models import SMOLLM2, TINY, BaseModelStore
-from app.providers.local.engine import GREEDY_BELOW, Engine, GenerationChunk, GenerationFailed, GenerationRequest
+from app.providers.local.engine import Engine, GenerationChunk, GenerationFailed, GenerationRequest
 from app.providers.local.engine._decode import TextState, adjusted, pick_token
 from app.providers.local.engine._lora import UnsupportedAdapter
+from app.providers.local.engine._types import GREEDY_BELOW
 from app.providers.local.hf import quiet_peft
 from app.providers.local.training._generate import complete
 

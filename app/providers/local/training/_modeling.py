@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from app.providers.local.hf import load_causal_lm, quiet_peft
+from app.providers.local.hf import LOADING, load_causal_lm, quiet_peft
 from app.providers.local.training._batching import PackedBatch
 from app.providers.local.training._spec import LoraSettings, Precision
 
@@ -96,7 +96,8 @@ def resolve_dtype(precision: Precision, device: torch.device) -> torch.dtype:
 
 def load_base(base_path: Path, dtype: torch.dtype, device: torch.device) -> Any:
     """The base causal LM from a local folder (never the network), with packed attention for training."""
-    register_packed_attention()
+    with LOADING:  # transformers' lazy module is not thread-safe: see app.providers.local.hf
+        register_packed_attention()
     return load_causal_lm(base_path, dtype, device, attention=PACKED_ATTENTION)
 
 
