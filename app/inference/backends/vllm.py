@@ -138,11 +138,13 @@ class VllmBackend:
         return endpoint.model if endpoint.adapter is not None else self.base_name
 
     def _pick(self, model: str, tried: set[str]) -> Replica | None:
-        """A healthy replica not yet tried: one that holds ``model`` if any does, the least busy."""
+        """A healthy replica not yet tried: the least busy of those that hold ``model``, else of all (and of
+        equally busy ones, the one holding fewest adapters, so that adapters spread over the fleet)."""
         healthy = [r for r in self.replicas if r.up and r.name not in tried]
         holding = [r for r in healthy if model in r.adapters]
-        pool = holding or healthy
-        return min(pool, key=lambda r: r.in_flight) if pool else None
+        if holding:
+            return min(holding, key=lambda r: r.in_flight)
+        return min(healthy, key=lambda r: (r.in_flight, len(r.adapters))) if healthy else None
 
     async def _on_a_replica(self, endpoint: Endpoint, call: Any) -> Any:
         """``call(replica, model)`` on the best replica; on another when it fails, until none is left."""
