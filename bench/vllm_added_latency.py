@@ -35,7 +35,8 @@ import httpx  # noqa: E402
 from routed_inference import report_idle  # noqa: E402
 from servers import served_gateway  # noqa: E402
 
-from tests.vllm_server import VllmServer, free_port  # noqa: E402
+from tests.loopback import free_port  # noqa: E402
+from tests.vllm_server import VllmServer  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 1, "temperature": 0}

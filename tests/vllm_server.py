@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -41,6 +40,8 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+
+from tests.loopback import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -57,14 +58,6 @@ class VllmServerError(RuntimeError):
 def vllm_python(repo: Path = REPO) -> Path:
     """The interpreter of the vLLM virtual environment beside the project's."""
     return repo / ".venv-vllm" / "bin" / "python"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (another process may still take it before the server binds it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class VllmServer:

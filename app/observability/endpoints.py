@@ -9,7 +9,6 @@ README says how to scrape it). Counters are this process's: scrape each replica 
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
@@ -19,7 +18,8 @@ from app.db import SessionDep
 from app.errors import PermissionDenied
 from app.evals.models import RunStatus
 from app.fine_tuning.models import JobStatus
-from app.observability.metrics import CONTENT_TYPE, EngineLoad, exposition, scraped
+from app.inference.gateway import InferenceGateway
+from app.observability.metrics import CONTENT_TYPE, exposition, scraped
 from app.observability.repository import WorkRepository
 from app.observability.requestid import outermost
 
@@ -44,17 +44,13 @@ async def scraper(request: Request) -> None:
         raise PermissionDenied("/metrics needs an admin API key or the metrics token (FTGW_METRICS_TOKEN).")
 
 
-def _engine_load(state: Any) -> EngineLoad | None:
-    load = state.inference.backends.load()  # None until a local request has started the engine
-    return EngineLoad(running=load.running, waiting=load.waiting) if load is not None else None
-
-
 @router.get("/metrics", dependencies=[Depends(scraper)])
 async def metrics(request: Request, session: SessionDep) -> Response:
     """This process's metrics, and the jobs, eval runs and leases of the whole database."""
     work = await WorkRepository(session).by_status()
-    backends = {backend.name: (await backend.health()).healthy for backend in request.app.state.inference.backends}
-    families = scraped(work, STATUSES, _engine_load(request.app.state), backends)
+    gateway: InferenceGateway = request.app.state.inference
+    backends = {backend.name: (await backend.health()).healthy for backend in gateway.backends}
+    families = scraped(work, STATUSES, gateway.backends.load(), backends)
     return Response(exposition(families), media_type=CONTENT_TYPE)
 
 

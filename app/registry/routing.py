@@ -216,7 +216,12 @@ class ModelCatalog:
         return AliasRoute(alias.name, version.version, targets, fallbacks, guard, guard_endpoint)
 
     def address(
-        self, provider: str, base_model: str, artifact: str | None, model: str | None = None, **extra: Any
+        self,
+        provider: str,
+        base_model: str,
+        artifact: str | None,
+        model: str | None = None,
+        prompt_format: PromptFormat | None = None,
     ) -> Endpoint:
         """The endpoint of ``provider``'s ``base_model`` (``artifact`` None) or of a model it trained from it."""
         trainer = self.providers.get(provider)
@@ -229,7 +234,7 @@ class ModelCatalog:
             base_model=base_model,
             adapter=where.adapter,
             upstream_model=where.remote_id,
-            **extra,
+            prompt_format=prompt_format,
         )
 
     def _fine_tuned(self, tuned: FineTunedModel) -> Endpoint:

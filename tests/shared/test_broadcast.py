@@ -15,7 +15,8 @@ from redis.asyncio import Redis
 from app.config import Settings
 from app.shared import Shared
 from app.shared.broadcast import Broadcast
-from tests.shared.conftest import free_port, redis_server
+from tests.loopback import free_port
+from tests.shared.conftest import redis_server
 
 
 async def until(condition: Callable[[], bool], seconds: float) -> float:

@@ -14,7 +14,8 @@ from app.auth.models import Role
 from app.auth.principal import Principal
 from app.errors import RateLimited
 from app.shared.limits import SharedRateLimiter
-from tests.shared.conftest import REDIS_URL, free_port, redis_server
+from tests.loopback import free_port
+from tests.shared.conftest import REDIS_URL, redis_server
 
 
 def key(rpm: int | None = None, tpm: int | None = None, key_id: str = "key-a") -> Principal:

@@ -24,7 +24,8 @@ import redis
 
 from app.migrate import upgrade
 from tests.conftest import BOOTSTRAP_KEY, PG_ADMIN_URL, new_database
-from tests.shared.conftest import REDIS_URL, free_port
+from tests.loopback import free_port
+from tests.shared.conftest import REDIS_URL
 
 FTGW = [sys.executable, "-m", "app.cli"]
 CACHE_SECONDS = "60"

@@ -19,6 +19,7 @@ from typing import Protocol
 from app.errors import GatewayError
 from app.inference.answer import Answer
 from app.inference.schemas import ChatCompletionRequest, CompletionRequest
+from app.observability.metrics import EngineLoad
 from app.registry.routing import Endpoint
 
 
@@ -28,12 +29,6 @@ class FirstToken:
 
     top: dict[str, float]  # token text -> logprob
     prompt_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class Load:
-    running: int  # sequences being generated
-    waiting: int  # requests not yet admitted
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +68,7 @@ class Backend(Protocol):
 
     async def health(self) -> Health: ...
 
-    def load(self) -> Load | None:
+    def load(self) -> EngineLoad | None:
         """What this process's own engine is doing, where it has one (None for remote backends)."""
         ...
 
@@ -100,11 +95,11 @@ class Backends:
         """The backend that answers for a model ``provider`` trained (or offers) on ``base_model``."""
         return self._serving.get((provider, base_model), provider)
 
-    def load(self) -> Load | None:
+    def load(self) -> EngineLoad | None:
         loads = [load for b in self._backends.values() if (load := b.load()) is not None]
         if not loads:
             return None
-        return Load(sum(x.running for x in loads), sum(x.waiting for x in loads))
+        return EngineLoad(sum(x.running for x in loads), sum(x.waiting for x in loads))
 
     async def aclose(self) -> None:
         for backend in self._backends.values():

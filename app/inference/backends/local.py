@@ -6,8 +6,9 @@ from __future__ import annotations
 from app.errors import InvalidRequest
 from app.inference import local
 from app.inference.answer import Answer
-from app.inference.backends import FirstToken, Health, Load
+from app.inference.backends import FirstToken, Health
 from app.inference.schemas import ChatCompletionRequest, CompletionRequest
+from app.observability.metrics import EngineLoad
 from app.providers.local.base_models import BaseModelStore
 from app.providers.local.engine import MAX_LOGPROBS, Engine, GenerationRequest
 from app.registry.routing import Endpoint
@@ -63,11 +64,11 @@ class LocalBackend:
     async def health(self) -> Health:
         return Health(True, "loaded" if self._engine is not None else "not started")
 
-    def load(self) -> Load | None:
+    def load(self) -> EngineLoad | None:
         if self._engine is None:
             return None
         running = self._engine.running()
-        return Load(running=running, waiting=max(self._engine.active() - running, 0))
+        return EngineLoad(running=running, waiting=max(self._engine.active() - running, 0))
 
     async def aclose(self) -> None:
         if self._engine is not None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from app.inference import remote
 from app.inference.answer import Answer
-from app.inference.backends import FirstToken, Health, Load
+from app.inference.backends import FirstToken, Health
 from app.inference.schemas import ChatCompletionRequest, CompletionRequest
 from app.inference.upstream import UpstreamClient
+from app.observability.metrics import EngineLoad
 from app.registry.routing import Endpoint
 
 UPSTREAM_LOGPROBS = 5  # OpenAI's completions cap
@@ -48,7 +49,7 @@ class UpstreamBackend:
             return Health(False, "cooling down after repeated failures")
         return Health(True)
 
-    def load(self) -> Load | None:
+    def load(self) -> EngineLoad | None:
         return None
 
     async def aclose(self) -> None:

@@ -20,23 +20,25 @@ import asyncio
 import dataclasses
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
 from app.config import UpstreamProviderConfig, VllmConfig
 from app.inference import remote
 from app.inference.answer import Answer, Tally
-from app.inference.backends import FirstToken, Health, Load
+from app.inference.backends import FirstToken, Health
 from app.inference.backends.upstream import first_token
 from app.inference.schemas import ChatCompletionRequest, CompletionRequest, Sampling
 from app.inference.upstream import UpstreamClient, UpstreamFailure
 from app.observability import metrics
+from app.observability.metrics import EngineLoad
 from app.registry.routing import Endpoint
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 VLLM_LOGPROBS = 20  # vLLM's default --max-logprobs
 NOT_LOADED = 404  # vLLM's answer to a request naming a model (adapter) it does not have
@@ -102,8 +104,7 @@ class VllmBackend:
         async def ask(replica: Replica, model: str) -> FirstToken:
             return await first_token(replica.client, model, prompt, VLLM_LOGPROBS)
 
-        found: FirstToken = await self._on_a_replica(endpoint, ask)
-        return found
+        return await self._on_a_replica(endpoint, ask)
 
     async def warm(self, endpoint: Endpoint) -> None:
         if endpoint.adapter is None:
@@ -124,7 +125,7 @@ class VllmBackend:
         up = sum(answers)
         return Health(up > 0, f"{up}/{len(self.replicas)} replicas healthy")
 
-    def load(self) -> Load | None:
+    def load(self) -> EngineLoad | None:
         return None  # the replicas report their own (vLLM's /metrics)
 
     async def aclose(self) -> None:
@@ -146,7 +147,7 @@ class VllmBackend:
             return min(holding, key=lambda r: r.in_flight)
         return min(healthy, key=lambda r: (r.in_flight, len(r.adapters))) if healthy else None
 
-    async def _on_a_replica(self, endpoint: Endpoint, call: Any) -> Any:
+    async def _on_a_replica(self, endpoint: Endpoint, call: Callable[[Replica, str], Awaitable[T]]) -> T:
         """``call(replica, model)`` on the best replica; on another when it fails, until none is left."""
         model = self._model(endpoint)
         tried: set[str] = set()
@@ -196,8 +197,7 @@ class VllmBackend:
                 answer.tally.completion_tokens *= copies
             return answer
 
-        answer: Answer = await self._on_a_replica(endpoint, ask)
-        return answer
+        return await self._on_a_replica(endpoint, ask)
 
     async def _held(
         self, replica: Replica, model: str, events: AsyncIterator[dict[str, Any]]
