@@ -12,6 +12,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 MiB = 1024 * 1024
 
 
+class ModelPrice(BaseModel):
+    input: float = Field(ge=0, description="USD per million prompt tokens.")
+    output: float = Field(ge=0, description="USD per million completion tokens.")
+
+
 class UpstreamProviderConfig(BaseModel):
     """An OpenAI-compatible service that trains (and serves) some models for ftgw, through the openai SDK."""
 
@@ -25,6 +30,11 @@ class UpstreamProviderConfig(BaseModel):
     retry_backoff_seconds: float = Field(default=0.25, ge=0, description="First inference retry delay; doubles.")
     cooldown_after_failures: int = Field(default=3, ge=1, description="Failed calls in a row before a cooldown.")
     cooldown_seconds: float = Field(default=30, ge=0, description="How long a failing provider is skipped.")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="USD per million tokens by model id there (a fine-tuned model's base id covers it): the "
+        "migration plan's cost estimate.",
+    )
 
     @field_validator("models", mode="before")
     @classmethod

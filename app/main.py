@@ -43,6 +43,8 @@ from app.kit.openapi import publish_stream_items
 from app.kit.tasks import TaskRunner
 from app.kit.text import StorableTextMiddleware
 from app.kit.time import unix, utcnow
+from app.migration.endpoints import router as migrations_router
+from app.migration.runner import MigrationTask
 from app.observability.endpoints import install as install_observability
 from app.providers.setup import build_providers
 from app.registry.alias_endpoints import router as registry_router
@@ -131,8 +133,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.embedded_worker:
             training = TrainingTask(settings, sessionmaker, store, providers, warm=gateway.warm)
             evals = EvalRunTask.from_settings(settings, sessionmaker, store, app.state.inference)
+            migrations = MigrationTask.from_settings(
+                settings, sessionmaker, store, providers, catalog, validator, app.state.worker_wakeup
+            )
             worker = Worker(
-                [training, *[evals] * settings.eval_runs_at_once],
+                [training, *[evals] * settings.eval_runs_at_once, migrations],
                 poll_seconds=settings.worker_poll_seconds,
                 wakeup=app.state.worker_wakeup,
             )
@@ -184,6 +189,7 @@ def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None
         graders_router,
         models_router,
         registry_router,
+        migrations_router,
         usage_router,
         webhooks_router,
     ):

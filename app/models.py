@@ -6,6 +6,7 @@ from app.evals.models import Eval, EvalOutputItem, EvalRun
 from app.files.models import StoredFile
 from app.fine_tuning.models import FineTuningJob, JobCheckpoint, JobEvent
 from app.kit.orm import Base
+from app.migration.models import Migration
 from app.registry.models import AliasVersion, FineTunedModel, ModelAlias, RegistryChange
 from app.uploads.models import Upload, UploadPart
 from app.usage.models import UsageBucket
@@ -24,6 +25,7 @@ __all__ = [
     "FineTuningJob",
     "JobCheckpoint",
     "JobEvent",
+    "Migration",
     "ModelAlias",
     "Project",
     "RegistryChange",

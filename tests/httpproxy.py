@@ -14,18 +14,22 @@ import httpx
 
 @dataclass
 class Proxy:
-    """Forwards to the upstream gateway; ``fail`` answers the next N requests with 503, ``stall`` sleeps first."""
+    """Forwards to the upstream gateway; ``fail`` answers the next N requests with 503, ``stall`` sleeps first;
+    ``fail_matching`` answers 503 to every request whose path holds it (until unset)."""
 
     target: str
     url: str = ""
     fail: int = 0
+    fail_matching: str | None = None
     stall: int = 0
     stall_seconds: float = 3.0
     seen: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def take(self) -> str | None:
+    def take(self, path: str = "") -> str | None:
         with self.lock:
+            if self.fail_matching is not None and self.fail_matching in path:
+                return "fail"
             if self.fail > 0:
                 self.fail -= 1
                 return "fail"
@@ -49,7 +53,7 @@ def proxies() -> Iterator[Callable[[str], Proxy]]:
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 proxy.seen.append(f"{self.command} {self.path}")
-                action = proxy.take()
+                action = proxy.take(self.path)
                 if action == "fail":
                     payload = (
                         b'{"error": {"message": "upstream busy", "type": "server_error", "param": null, "code": null}}'

@@ -240,7 +240,7 @@ async def create(
         classification=classification and data_format == Format.PROMPT_COMPLETION,
         tokenizer=base_model,
     )
-    file = await _store_rows(session, store, project_id, f"{job_id}-validation-eval.jsonl", rows.items)
+    file = await store_rows(session, store, project_id, f"{job_id}-validation-eval.jsonl", rows.items)
     check = criterion(rows.kind)
     body = CreateEvalRequest.model_validate(
         {
@@ -248,7 +248,7 @@ async def create(
             "metadata": {JOB_KEY: job_id},
             "data_source_config": {
                 "type": "custom",
-                "item_schema": _SCHEMAS["chat" if rows.kind == "chat" else "prompt"],
+                "item_schema": item_schema(rows.kind),
                 "include_sample_schema": True,
             },
             "testing_criteria": [check],
@@ -257,7 +257,7 @@ async def create(
     evaluation = await eval_service.create(session, None, project_id, body)
     runs = []
     for role, model in ((BASE, base_model), (FINE_TUNED, fine_tuned_model)):
-        source = _data_source(rows, model, file.id)
+        source = data_source(rows, model, file.id)
         runs.append(
             await eval_service.create_own_run(
                 session,
@@ -274,7 +274,12 @@ async def create(
     return Queued(JobEval(evaluation, base, fine_tuned), rows.kind, len(rows.items), rows.total, check["name"])
 
 
-def _data_source(rows: Rows, model: str, file_id: str) -> CompletionsRunDataSource:
+def item_schema(kind: Kind) -> dict[str, Any]:
+    """The JSON schema of the rows of ``kind``."""
+    return _SCHEMAS["chat" if kind == "chat" else "prompt"]
+
+
+def data_source(rows: Rows, model: str, file_id: str) -> CompletionsRunDataSource:
     if rows.kind == "chat":
         messages: dict[str, Any] = {"type": "item_reference", "item_reference": "item.messages"}
     else:
@@ -290,7 +295,7 @@ def _data_source(rows: Rows, model: str, file_id: str) -> CompletionsRunDataSour
     )
 
 
-async def _store_rows(
+async def store_rows(
     session: AsyncSession, store: BlobStore, project_id: str, filename: str, items: Sequence[dict[str, Any]]
 ) -> StoredFile:
     temp = store.temp_path()

@@ -36,6 +36,29 @@ class JobRepository:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
+    async def tokens_per_second(self, provider: str, base_model: str, *, last: int = 20) -> float | None:
+        """Trained tokens per second of the ``last`` jobs that succeeded on ``provider``'s ``base_model`` (any
+        project: a figure of the machine, not of anyone's data); None without one."""
+        stmt = (
+            select(FineTuningJob.trained_tokens, FineTuningJob.started_at, FineTuningJob.finished_at)
+            .where(
+                FineTuningJob.provider == provider,
+                FineTuningJob.base_model == base_model,
+                FineTuningJob.status == JobStatus.succeeded,
+                FineTuningJob.trained_tokens.is_not(None),
+                FineTuningJob.started_at.is_not(None),
+                FineTuningJob.finished_at.is_not(None),
+            )
+            .order_by(FineTuningJob.finished_at.desc())
+            .limit(last)
+        )
+        tokens = seconds = 0.0
+        for trained, started, finished in (await self.session.execute(stmt)).all():
+            if trained is not None and started is not None and finished is not None:
+                tokens += trained
+                seconds += max(0.0, (finished - started).total_seconds())
+        return tokens / seconds if tokens and seconds else None
+
     async def add(self, job: FineTuningJob) -> FineTuningJob:
         self.session.add(job)
         await self.session.flush()

@@ -19,7 +19,7 @@ from app.kit.ids import new_id
 from app.kit.pagination import Order, Page
 from app.registry.gates import GateRefused, GateRuntime, release_gates
 from app.registry.models import AliasVersion, ModelAlias, RegistryChange
-from app.registry.repository import AliasRepository
+from app.registry.repository import AliasRepository, ModelRepository
 from app.registry.routing import ModelCatalog
 from app.registry.schemas import AliasCreate, AliasVersionCreate, Gate
 
@@ -38,6 +38,10 @@ class AliasService:
     ) -> ModelAlias:
         if body.name in catalog.base:
             raise InvalidRequest(f"'{body.name}' is a base model's id; pick another alias name.", param="name")
+        if body.name.startswith("ft:") and await ModelRepository(session).get(principal.project_id, body.name):
+            raise InvalidRequest(
+                f"'{body.name}' is a fine-tuned model of this project; pick another name.", param="name"
+            )
         repo = AliasRepository(session)
         if await repo.get(principal.project_id, body.name) is not None:
             raise self._exists(body.name)

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.datasets.prompt_format import PromptFormat
-from app.errors import GatewayError
+from app.errors import GatewayError, NotFound
 from app.kit.numbers import parse_decimal
 from app.providers.registry import ProviderRegistry
 from app.registry.models import AliasVersion, FineTunedModel, ModelAlias
@@ -146,8 +146,11 @@ class ModelCatalog:
         endpoint = self.base.get(name)
         if endpoint is not None:
             return Plan((endpoint,), (name,))
-        if name.startswith("ft:"):
-            return Plan((await self.endpoint(project_id, name),), (name,))
+        if name.startswith("ft:") and not isinstance(self._cached(project_id, name), AliasRoute):
+            try:
+                return Plan((await self.endpoint(project_id, name),), (name,))
+            except NotFound:
+                pass  # not a model of ours: an alias kept under another provider's model id (app.migration)?
         route = await self.alias(project_id, name)
         target = route.pick(sticky)
         chain = (target, *route.fallbacks)

@@ -31,8 +31,15 @@ class ModelList(Schema):
 
 AliasName = Annotated[
     str,
-    StringConstraints(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$"),
-    Field(description="Letters, digits, '.', '_' and '-'; not 'ft:…' and no '@' (that pins a version)."),
+    StringConstraints(
+        # OpenAI's ids leave an unset suffix empty: ft:gpt-3.5-turbo-0613:personal::7qTlsdhL
+        pattern=r"^(?:[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}|ft:[a-zA-Z0-9._-]+(?::[a-zA-Z0-9._-]*)*:[a-zA-Z0-9._-]+)$",
+        max_length=128,
+    ),
+    Field(
+        description="Letters, digits, '.', '_' and '-', no '@' (that pins a version); or a fine-tuned model id of "
+        "another provider ('ft:gpt-4o-mini-2024-07-18:acme:support:abc123'), kept as the name callers already use."
+    ),
 ]
 ModelId = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 

@@ -8,12 +8,15 @@ import logging
 import signal
 
 from app.config import Settings
+from app.datasets.validation import UploadValidator
 from app.db import create_engine_from_url, create_sessionmaker
 from app.evals.tasks import EvalRunTask
 from app.files.storage import BlobStore
 from app.fine_tuning.events import DISPATCH_WAKEUP
 from app.fine_tuning.tasks import TrainingTask
 from app.inference.setup import build_gateway
+from app.kit.tasks import TaskRunner
+from app.migration.runner import MigrationTask
 from app.observability.logging import configure_logging
 from app.providers.setup import build_providers
 from app.shared import Shared
@@ -21,6 +24,7 @@ from app.tokenizers import seed_tiktoken_cache
 from app.usage.service import UsageMeter
 from app.webhooks.service import Dispatcher
 from app.worker.runner import Worker
+from app.worker.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +51,24 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
         asyncio.create_task(dispatcher.run_forever(), name="ftgw-webhooks"),
         asyncio.create_task(meter.run_forever(settings.usage_flush_seconds), name="ftgw-usage"),
     ]
-    workers = (
-        Worker(
+    validator = UploadValidator(sessionmaker, store, TaskRunner())
+
+    def worker() -> Worker:
+        wakeup = Wakeup()  # a migration nudges its own worker's loops when it queues a job or an eval run
+        migrations = MigrationTask.from_settings(
+            settings, sessionmaker, store, providers, gateway.catalog, validator, wakeup
+        )
+        return Worker(
             [
                 TrainingTask(settings, sessionmaker, store, providers),
                 *[EvalRunTask.from_settings(settings, sessionmaker, store, gateway)] * settings.eval_runs_at_once,
+                migrations,
             ],
             poll_seconds=settings.worker_poll_seconds,
+            wakeup=wakeup,
         )
-        for _ in range(concurrency)
-    )
+
+    workers = (worker() for _ in range(concurrency))
     tasks += [asyncio.create_task(worker.run_forever(), name=f"ftgw-worker-{i}") for i, worker in enumerate(workers)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
