@@ -29,6 +29,9 @@ class FileOut(Schema):
     source_file_id: str | None = Field(
         default=None, exclude_if=_unset, description="ftgw: the file it was prepared from."
     )
+    sha256: str | None = Field(
+        default=None, exclude_if=_unset, description="ftgw: the SHA-256 of the content, hex (a copy checks it)."
+    )
 
 
 class FileDeleted(Schema):

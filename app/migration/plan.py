@@ -18,7 +18,7 @@ from app.migration.schemas import (
     PlanTotals,
     Translation,
 )
-from app.migration.upstream import hyperparameters_of, method_of
+from app.migration.upstream import Listed, hyperparameters_of, method_of
 from app.providers.base import TrainingProvider
 
 # OpenAI's learning-rate multipliers scale its own (full fine-tuning) rates: a LoRA run here has its own rule.
@@ -102,10 +102,10 @@ def item_of(
     body: CreateMigrationRequest,
     target: TrainingProvider,
     *,
-    training: tuple[str, int] | None,
-    validation: tuple[str, int] | None,
+    training: Listed | None,
+    validation: Listed | None,
 ) -> MigrationItem:
-    """One upstream job's item; ``training``/``validation`` are the files' ``(filename, bytes)`` there (None: gone)."""
+    """One upstream job's item; ``training``/``validation`` are its files as listed there (None: gone)."""
     method, hyper, notes = translate(job, body, target, body.base_model)
     suffix = body.suffix or getattr(job, "user_provided_suffix", None)
     item = MigrationItem(
@@ -146,10 +146,10 @@ def item_of(
     return item
 
 
-def _copy(file_id: str, found: tuple[str, int] | None) -> FileCopy:
+def _copy(file_id: str, found: Listed | None) -> FileCopy:
     if found is None:
         return FileCopy(upstream_id=file_id, state="missing")
-    return FileCopy(upstream_id=file_id, filename=found[0], bytes=found[1])
+    return FileCopy(upstream_id=file_id, filename=found.filename, bytes=found.bytes, upstream_sha256=found.sha256)
 
 
 def price_of(prices: dict[str, ModelPrice], model: str, base: str) -> ModelPrice | None:

@@ -369,7 +369,13 @@ class _Execution:
                     f"{copy.upstream_id} came to {download.size} bytes, not the {copy.bytes} {self.body.provider} "
                     "lists: it is copied again on resume.",
                 )
-            size, sha256 = await asyncio.to_thread(digest, temp)
+            size, sha256 = download.size, download.sha256
+            if copy.upstream_sha256 is not None and sha256 != copy.upstream_sha256:
+                raise ItemFailed(
+                    "copy_mismatch",
+                    f"{copy.upstream_id}'s SHA-256 differs from the one {self.body.provider} lists: it is copied again "
+                    "on resume.",
+                )
             async with self.rt.sessionmaker() as session:
                 record = await file_service.store_blob(
                     session,
@@ -385,7 +391,9 @@ class _Execution:
         finally:
             temp.unlink(missing_ok=True)
         copy.state, copy.local_id, copy.sha256 = "copied", record.id, sha256
-        copy.verified = "bytes match the provider's listing; sha256 of the copy recorded"
+        copy.verified = (
+            "size and sha256 match the provider's" if copy.upstream_sha256 else "size matches the provider's"
+        )
         await self.save()
         await self._validated(record.id, f"the copy of {copy.upstream_id}")
 

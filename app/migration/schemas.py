@@ -86,9 +86,10 @@ class FileCopy(Schema):
     upstream_id: str
     filename: str | None = None
     bytes: int | None = None
+    upstream_sha256: str | None = Field(default=None, description="When the upstream gives one (OpenAI does not).")
     state: Literal["pending", "copied", "missing"] = "pending"
     local_id: str | None = None
-    sha256: str | None = None
+    sha256: str | None = Field(default=None, description="Of the copy.")
     verified: str | None = Field(default=None, description="How the copy was checked against the upstream's.")
 
 

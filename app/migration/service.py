@@ -187,18 +187,30 @@ class MigrationService:
         return await MigrationRepository(session).page(project_id, limit=limit, order=order, after=after)
 
     async def start(self, session: AsyncSession, project_id: str, migration_id: str) -> Migration:
-        """Queue a planned migration, or resume a failed one from its last saved step."""
+        """Queue a planned migration; or resume a failed one, or one that completed with failed items (not yet
+        switched), from each item's last saved step: failed items are tried again."""
         migration = await self.get(session, project_id, migration_id, for_update=True)
         if migration.status in ACTIVE:
             return migration  # already on its way: starting twice changes nothing
-        if migration.status not in (MigrationStatus.planned, MigrationStatus.failed):
+        items = _items(migration.items)
+        retry = any(item.status == "failed" for item in items) and migration.switched_at is None
+        startable = migration.status in (MigrationStatus.planned, MigrationStatus.failed) or (
+            migration.status is MigrationStatus.completed and retry
+        )
+        if not startable:
             raise Conflict(
-                f"Migration {migration.id} is {migration.status.value}; only a planned or failed one can be started.",
+                f"Migration {migration.id} is {migration.status.value}; only a planned or failed one, or one that "
+                "completed with failed items, can be started.",
                 param="migration_id",
                 code="migration_not_startable",
             )
+        for item in items:
+            if item.status == "failed":
+                item.status, item.error = "pending", None
+        migration.items = [item.model_dump(mode="json") for item in items]
         migration.status = MigrationStatus.queued
         migration.error = None
+        migration.finished_at = None
         await session.flush()
         return migration
 

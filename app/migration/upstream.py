@@ -73,6 +73,13 @@ def hyperparameters_of(job: FineTuningJob) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
+class Listed:
+    filename: str
+    bytes: int
+    sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Download:
     size: int
     sha256: str
@@ -141,14 +148,15 @@ class UpstreamSource:
         chosen = [job for job in listed if job.status == "succeeded" and job.fine_tuned_model]
         return sorted(chosen, key=lambda job: (job.created_at, job.id))
 
-    async def file(self, file_id: str) -> tuple[str, int] | None:
-        """``(filename, bytes)`` of a file there; None when it is gone."""
+    async def file(self, file_id: str) -> Listed | None:
+        """A file there as listed (None when it is gone): OpenAI gives no checksum, ftgw does (``sha256``)."""
         try:
             async with translated():
                 found = await self.client.files.retrieve(file_id)
         except UpstreamGone:
             return None
-        return found.filename, found.bytes
+        sha256 = (found.model_extra or {}).get("sha256")
+        return Listed(found.filename, found.bytes, sha256 if isinstance(sha256, str) else None)
 
     async def download(self, file_id: str, target: Path) -> Download:
         """The file's bytes into ``target``, streamed; its size and SHA-256."""

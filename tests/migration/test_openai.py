@@ -166,7 +166,8 @@ def test_files_are_copied_byte_for_byte_with_their_lineage(
     ):
         original = upstream_bytes(world, upstream_id)
         assert copy["state"] == "copied"
-        assert copy["sha256"] == hashlib.sha256(original).hexdigest()
+        assert copy["sha256"] == copy["upstream_sha256"] == hashlib.sha256(original).hexdigest()
+        assert copy["verified"] == "size and sha256 match the provider's"
         assert tenant.client.files.content(copy["local_id"]).content == original
         assert tenant.client.files.retrieve(copy["local_id"]).status == "processed"
     job = tenant.client.fine_tuning.jobs.retrieve(support["local_job"])
