@@ -172,6 +172,7 @@ class _Execution:
             project_id=migration.project_id, key_id=migration.created_by or migration.id, role=Role.admin
         )
         self.work_dir = runtime.data_dir / "migrations" / migration.id
+        self.started = migration.started_at is not None
         self.stopped = False
 
     # --- the lease -------------------------------------------------------------------------------------------------
@@ -201,13 +202,18 @@ class _Execution:
     async def save(self, **fields: Any) -> None:
         """The items as they stand (and ``fields`` of the migration), if the lease is still ours."""
         async with self.rt.sessionmaker() as session:
-            migration = await MigrationRepository(session).held(self.id, self.worker_id)
-            if migration is None or migration.status is not MigrationStatus.running:
-                raise Stopped
-            migration.items = [item.model_dump(mode="json") for item in self.items]
-            for name, value in fields.items():
-                setattr(migration, name, value)
-            await commit(session)
+            await self._commit(session, **fields)
+
+    async def _commit(self, session: AsyncSession, **fields: Any) -> None:
+        """Commit ``session``'s work together with the items as they stand, so that a step's work and the state
+        saying it is done land at once (or neither: the lease is gone, and the work is rolled back)."""
+        migration = await MigrationRepository(session).held(self.id, self.worker_id)
+        if migration is None or migration.status is not MigrationStatus.running:
+            raise Stopped
+        migration.items = [item.model_dump(mode="json") for item in self.items]
+        for name, value in fields.items():
+            setattr(migration, name, value)
+        await commit(session)
 
     # --- the walk --------------------------------------------------------------------------------------------------
 
@@ -217,7 +223,7 @@ class _Execution:
             await self._fail("provider_not_configured", f"No upstream provider named '{self.body.provider}'.")
             return
         try:
-            await self.save(started_at=utcnow())
+            await self.save(**({} if self.started else {"started_at": utcnow()}))
             async with UpstreamSource(provider) as source:
                 for item in self.items:
                     if item.status in ("completed", "failed", "skipped"):
@@ -296,14 +302,14 @@ class _Execution:
                         prompt_format=None,
                     )
                 )
-                await commit(session)
+            item.imported_model = imported
+            await self._commit(session)
         self.rt.catalog.invalidate(self.project_id)
-        item.imported_model = imported
         if item.alias is not None and "upstream" not in item.alias_versions:
-            item.alias_versions["upstream"] = await self._keep_name(item.alias, imported, item)
+            await self._keep_name(item.alias, imported, item)
         return "copy"
 
-    async def _keep_name(self, name: str, imported: str, item: MigrationItem) -> int:
+    async def _keep_name(self, name: str, imported: str, item: MigrationItem) -> None:
         gates = self._gates()
         async with self.rt.sessionmaker() as session:
             alias = await AliasRepository(session).get(self.project_id, name)
@@ -327,9 +333,9 @@ class _Execution:
                 ),
                 gates,
             )
-            await commit(session)
+            item.alias_versions["upstream"] = version.version
+            await self._commit(session)
         self.rt.catalog.invalidate(self.project_id)
-        return version.version
 
     def _gates(self) -> GateRuntime:
         return GateRuntime(self.rt.sessionmaker, self.rt.store, self.rt.catalog, self.rt.api_base, self.rt.wakeup)
@@ -387,14 +393,13 @@ class _Execution:
                     size=size,
                     sha256=sha256,
                 )
-                await commit(session)
+                copy.state, copy.local_id, copy.sha256 = "copied", record.id, sha256
+                copy.verified = (
+                    "size and sha256 match the provider's" if copy.upstream_sha256 else "size matches the provider's"
+                )
+                await self._commit(session)
         finally:
             temp.unlink(missing_ok=True)
-        copy.state, copy.local_id, copy.sha256 = "copied", record.id, sha256
-        copy.verified = (
-            "size and sha256 match the provider's" if copy.upstream_sha256 else "size matches the provider's"
-        )
-        await self.save()
         await self._validated(record.id, f"the copy of {copy.upstream_id}")
 
     async def _validated(self, file_id: str, what: str) -> StoredFile:
@@ -436,46 +441,55 @@ class _Execution:
             failed=len(prompts) - answered,
             format="prompt_completion" if prompts[0].kind == "prompt" else "chat",
         )
-        summary.training_file = (await self._store_rows(item, "distilled-train", train)).id
-        if held:  # parity rows only: too few, perhaps, to pass as a fine-tune file
-            summary.holdout_file = (await self._store_rows(item, "distilled-holdout", held, checked=False)).id
-        item.distillation = summary
+        async with self.rt.sessionmaker() as session:
+            summary.training_file = (await self._store_rows(session, item, "distilled-train", train)).id
+            if held:  # parity rows only: too few, perhaps, to pass as a fine-tune file
+                stored = await self._store_rows(session, item, "distilled-holdout", held, purpose=FilePurpose.user_data)
+                summary.holdout_file = stored.id
+            item.distillation = summary
+            await self._commit(session)
+        await self._validated(summary.training_file, "the distilled rows")
         return "train"
 
     async def _store_rows(
-        self, item: MigrationItem, name: str, rows: list[dict[str, Any]], *, checked: bool = True
+        self,
+        session: AsyncSession,
+        item: MigrationItem,
+        name: str,
+        rows: list[dict[str, Any]],
+        *,
+        purpose: FilePurpose = FilePurpose.fine_tune,
     ) -> StoredFile:
+        """``rows`` as a JSONL file of the project, in the caller's transaction."""
         temp = self.rt.store.temp_path()
         await asyncio.to_thread(distil.write_jsonl, temp, rows)
         size, sha256 = await asyncio.to_thread(digest, temp)
-        async with self.rt.sessionmaker() as session:
-            record = await file_service.store_blob(
-                session,
-                self.rt.store,
-                self.project_id,
-                temp_path=temp,
-                filename=f"{item.upstream_job}-{name}.jsonl",
-                purpose=FilePurpose.fine_tune if checked else FilePurpose.user_data,
-                size=size,
-                sha256=sha256,
-            )
-            await commit(session)
-        return await self._validated(record.id, f"the {name} rows") if checked else record
+        return await file_service.store_blob(
+            session,
+            self.rt.store,
+            self.project_id,
+            temp_path=temp,
+            filename=f"{item.upstream_job}-{name}.jsonl",
+            purpose=purpose,
+            size=size,
+            sha256=sha256,
+        )
 
     # --- 3. the new model ------------------------------------------------------------------------------------------
 
     async def _train(self, source: UpstreamSource, item: MigrationItem) -> str:
         if item.local_job is None:
-            item.local_job = await self._create_job(item)
-            await self.save()
+            await self._create_job(item)
             self.rt.wakeup.set()
+        job_id = item.local_job
+        assert job_id is not None
         while True:
             self.check()
             async with self.rt.sessionmaker() as session:
                 try:
-                    job = await job_service.get(session, self.project_id, item.local_job)
+                    job = await job_service.get(session, self.project_id, job_id)
                 except NotFound:
-                    raise ItemFailed("job_deleted", f"The new job {item.local_job} is gone.") from None
+                    raise ItemFailed("job_deleted", f"The new job {job_id} is gone.") from None
             if job.status in TERMINAL:
                 break
             await asyncio.sleep(self.rt.poll_seconds)
@@ -488,7 +502,7 @@ class _Execution:
         item.local_model = job.fine_tuned_model
         return "parity"
 
-    async def _create_job(self, item: MigrationItem) -> str:
+    async def _create_job(self, item: MigrationItem) -> None:
         training, validation = self._training_files(item)
         method = item.target_method or "supervised"
         metadata = {
@@ -514,8 +528,8 @@ class _Execution:
                 job = await job_service.create(session, self.rt.providers, self.project_id, body)
             except GatewayError as exc:
                 raise ItemFailed("job_refused", f"The new job was refused: {exc.message}") from None
-            await commit(session)
-        return job.id
+            item.local_job = job.id
+            await self._commit(session)
 
     @staticmethod
     def _training_files(item: MigrationItem) -> tuple[str, str | None]:
@@ -549,13 +563,13 @@ class _Execution:
                 item.reason = (item.reason + "; " if item.reason else "") + "no validation rows: parity not measured"
                 return "version"
             try:
-                item.parity = await self._queue_parity(item, *rows)
+                await self._queue_parity(item, *rows)
             except validation_evals.NothingToEvaluate as exc:
                 item.reason = (item.reason + "; " if item.reason else "") + f"parity not measured: {exc}"
                 return "version"
-            await self.save()
             self.rt.wakeup.set()
         parity = item.parity
+        assert parity is not None
         while True:
             self.check()
             async with self.rt.sessionmaker() as session:
@@ -572,7 +586,8 @@ class _Execution:
         item.parity = _parity_of(parity, read, self.body.parity.max_regression)
         return "version"
 
-    async def _queue_parity(self, item: MigrationItem, file_id: str, data_format: str | None) -> Parity:
+    async def _queue_parity(self, item: MigrationItem, file_id: str, data_format: str | None) -> None:
+        """The parity eval and its two runs, queued in the transaction that records them on the item."""
         assert item.local_model is not None and item.imported_model is not None
         async with self.rt.sessionmaker() as session:
             validation = await file_service.get(session, self.project_id, file_id)
@@ -620,14 +635,14 @@ class _Execution:
                         api_base=self.rt.api_base,
                     )
                 )
-            await commit(session)
-        return Parity(
-            eval_id=evaluation.id,
-            upstream_run_id=runs[0].id,
-            migrated_run_id=runs[1].id,
-            status="in_progress",
-            rows=len(rows.items),
-        )
+            item.parity = Parity(
+                eval_id=evaluation.id,
+                upstream_run_id=runs[0].id,
+                migrated_run_id=runs[1].id,
+                status="in_progress",
+                rows=len(rows.items),
+            )
+            await self._commit(session)
 
     # --- 5. the version the switch promotes ------------------------------------------------------------------------
 
@@ -649,9 +664,9 @@ class _Execution:
                 ),
                 self._gates(),
             )
-            await commit(session)
+            item.alias_versions["migrated"] = version.version
+            await self._commit(session)
         self.rt.catalog.invalidate(self.project_id)
-        item.alias_versions["migrated"] = version.version
         return "done"
 
 
