@@ -63,13 +63,25 @@ def root(
 
 def _mount() -> None:
     from app.cli import _server
-    from app.cli._api import aliases, chat, completions, evals, files, fine_tunes, keys, models, projects, usage
+    from app.cli._api import (
+        aliases,
+        chat,
+        completions,
+        evals,
+        files,
+        fine_tunes,
+        keys,
+        migrate,
+        models,
+        projects,
+        usage,
+    )
     from app.cli._tools import prepare_data
 
     cli.command("prepare-data", rich_help_panel="Offline tools")(prepare_data.prepare_data)
     for module in (files, fine_tunes, evals, models, completions, chat, aliases, usage, keys, projects):
         cli.add_typer(module.app, name=module.NAME, help=module.HELP)
-    _server.register(cli)
+    _server.register(cli, migrate.app)
 
 
 _mount()

@@ -1,4 +1,8 @@
-"""The operator's commands on the server itself: serve the gateway, run workers, migrate, write the OpenAPI document."""
+"""The operator's commands on the server itself: serve the gateway, run workers, migrate, write the OpenAPI document.
+
+``ftgw migrate`` alone migrates the database; its subcommands (``ftgw migrate openai``) move fine-tunes off an
+upstream provider through a running gateway, and live in ``_api/migrate.py``.
+"""
 
 from __future__ import annotations
 
@@ -92,7 +96,25 @@ def worker(
     asyncio.run(run_workers(Settings(), concurrency))
 
 
-def register(cli: typer.Typer) -> None:
+def _migrate_unless_subcommand(ctx: typer.Context) -> None:
+    """Apply database migrations up to the newest revision; or, with a subcommand, move fine-tunes off a provider."""
+    if ctx.invoked_subcommand is None:
+        migrate()
+
+
+def register(cli: typer.Typer, migrate_from: typer.Typer) -> None:
+    """Mount the operator's commands; ``migrate_from`` holds ``migrate``'s subcommands."""
     panel = "Server (run on the gateway's host)"
-    for command in (serve, worker, migrate, openapi):
+    for command in (serve, worker):
         cli.command(rich_help_panel=panel)(command)
+    cli.add_typer(
+        migrate_from,
+        name="migrate",
+        callback=_migrate_unless_subcommand,
+        invoke_without_command=True,
+        no_args_is_help=False,
+        help="Apply database migrations up to the newest revision. `ftgw migrate openai` moves fine-tunes off an "
+        "upstream provider instead.",
+        rich_help_panel=panel,
+    )
+    cli.command(rich_help_panel=panel)(openapi)

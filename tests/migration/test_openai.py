@@ -343,3 +343,24 @@ def test_upstream_failures_mid_migration_resume_cleanly(world: World) -> None:
         assert forced is not None and forced.status_code == 200
     else:
         assert refused.status_code == 200
+
+
+def test_cancel_stops_the_migration_and_the_job_it_waits_for(world: World) -> None:
+    tenant = world.admin()
+    slow = {**OVERRIDES, "n_epochs": 50, "batch_size": 1}  # 600 steps: still training when cancelled
+    with world.http(tenant) as http:
+        started = create(http, jobs=[world.support.id], hyperparameters=slow, start=True)
+        assert started["status"] == "queued"
+        deadline = time.monotonic() + 60
+        while not (item := http.get(f"/v1/migrations/{started['id']}").json()["items"][0])["local_job"]:
+            assert time.monotonic() < deadline, item
+            time.sleep(0.2)
+        cancelled = http.post(f"/v1/migrations/{started['id']}/cancel")
+        job = tenant.client.fine_tuning.jobs.retrieve(item["local_job"])
+        time.sleep(2)  # the worker notices at its next heartbeat, and leaves the status alone
+        after = http.get(f"/v1/migrations/{started['id']}").json()
+        again = http.post(f"/v1/migrations/{started['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert job.status == "cancelled"
+    assert after["status"] == "cancelled"
+    assert again.status_code == 409

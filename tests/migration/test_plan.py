@@ -85,7 +85,7 @@ def test_another_provider_keeps_the_multiplier_and_overrides_win(
     assert hyper["learning_rate_multiplier"] == 0.5 and hyper["n_epochs"] == "auto"
     _, hyper, notes = translate(upstream, request(hyperparameters={"learning_rate_multiplier": 30}), local, "x")
     assert hyper["learning_rate_multiplier"] == 30
-    assert any(n.field == "learning_rate_multiplier" and n.note == "overridden by the request" for n in notes)
+    assert [n.note for n in notes if n.field == "learning_rate_multiplier"] == ["overridden by the request"]
 
 
 def test_dpo_keeps_beta_and_reinforcement_is_distilled(local: LocalProvider) -> None:

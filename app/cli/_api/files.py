@@ -64,6 +64,21 @@ def upload(gw: Gateway, path: Path, purpose: str = "fine-tune") -> dict[str, Any
     return uploaded
 
 
+def file_id(gw: Gateway, value: str, purpose: str = "fine-tune", *, option: str | None = None) -> str:
+    """A file's id: ``value`` itself when it is one, else the id of ``value`` uploaded (a path) with ``purpose``."""
+    from app.cli._output import echo
+
+    path = Path(value)
+    if path.is_file():
+        uploaded = upload(gw, path, purpose)
+        echo(f"Uploaded file from {path}: {uploaded['id']}")
+        return str(uploaded["id"])
+    if value.startswith("file-"):
+        return value
+    where = f"{option} {value}: " if option else f"{value} is "
+    raise CliError(f"{where}neither a file on disk nor a file id (file-…).", None, USAGE)
+
+
 @app.command("upload")
 def upload_file(
     file: Annotated[Path, typer.Option("-f", "--file", help="The file to upload.")],

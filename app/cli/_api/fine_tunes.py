@@ -12,7 +12,8 @@ import typer
 
 from app.cli import _client
 from app.cli._api._common import Json, Limit, group
-from app.cli._errors import CANCELLED, FAILED, INTERRUPTED, USAGE, CliError
+from app.cli._api.files import file_id
+from app.cli._errors import CANCELLED, FAILED, INTERRUPTED, CliError
 from app.cli._output import echo, note, plural, print_json, table
 
 if TYPE_CHECKING:
@@ -25,20 +26,6 @@ app = group(HELP)
 JobId = Annotated[str, typer.Option("-i", "--id", metavar="JOB_ID", help="The job's id (ftjob-…).")]
 JOBS = "/v1/fine_tuning/jobs"
 COLUMNS = ("id", "model", "status", "fine_tuned_model", "created_at")
-
-
-def _file_id(gw: Gateway, value: str) -> str:
-    """An uploaded file's id, uploading ``value`` first when it is a path."""
-    from app.cli._api.files import upload
-
-    path = Path(value)
-    if path.is_file():
-        uploaded = upload(gw, path)
-        echo(f"Uploaded file from {path}: {uploaded['id']}")
-        return str(uploaded["id"])
-    if value.startswith("file-"):
-        return value
-    raise CliError(f"{value} is neither a file on disk nor a file id (file-…).", None, USAGE)
 
 
 def _first_record(gw: Gateway, file_id: str) -> dict[str, Any]:
@@ -120,8 +107,8 @@ def create(
         hyper["learning_rate_multiplier"] = learning_rate_multiplier
     body = {
         "model": model,
-        "training_file": _file_id(gw, training_file),
-        "validation_file": _file_id(gw, validation_file) if validation_file else None,
+        "training_file": file_id(gw, training_file),
+        "validation_file": file_id(gw, validation_file) if validation_file else None,
         "suffix": suffix,
         "seed": seed,
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
