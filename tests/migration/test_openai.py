@@ -289,9 +289,12 @@ def test_callers_keep_the_upstream_name_before_and_after_the_switch(
         other.client.chat.completions.create(model=old_id, messages=[{"role": "user", "content": "hi"}])
 
 
-def test_upstream_failures_mid_migration_resume_cleanly(world: World) -> None:
+def test_upstream_failures_mid_migration_resume_cleanly(
+    world: World, moved: tuple[Tenant, dict[str, Any], list[str]]
+) -> None:
     """A 5xx on one file fails the migration after the SDK's retries; resumed (through a stalled request that times
-    out and is retried), it carries on: nothing copied twice, the alias made once."""
+    out and is retried), it carries on: nothing copied twice, the alias made once. (After ``moved``: this
+    gateway has trained on the base model before, so the plan estimates the training time.)"""
     tenant = world.admin()
     validation = world.support.validation_file
     assert validation is not None
@@ -299,6 +302,7 @@ def test_upstream_failures_mid_migration_resume_cleanly(world: World) -> None:
         planned = create(
             http, jobs=[world.support.id], hyperparameters=OVERRIDES, parity={"max_rows": 2, "max_regression": 0}
         )
+        assert planned["totals"]["estimated_training_seconds"] > 0
         world.proxy.fail_matching = f"/v1/files/{validation}/content"
         try:
             http.post(f"/v1/migrations/{planned['id']}/start").raise_for_status()
