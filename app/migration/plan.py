@@ -85,6 +85,7 @@ def translate(
     for name, value in overrides.items():
         if name == "beta" and target_method != "dpo":
             continue
+        notes = [n for n in notes if n.field != name]  # the request's value, not the translation, is used
         notes.append(
             Translation(field=name, upstream=upstream.get(name), local=value, note="overridden by the request")
         )

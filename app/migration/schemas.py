@@ -169,7 +169,10 @@ class PlanTotals(Schema):
     estimated_training_seconds: float | None = Field(
         description="From this gateway's past jobs on the base model; null without one."
     )
-    estimated_upstream_cost: float | None = Field(description="USD, from the provider's configured prices.")
+    estimated_upstream_cost: float | None = Field(
+        description="USD of the distillation calls at most, from the provider's configured prices (null: a model "
+        "to distil from has no price); parity calls are not counted."
+    )
     notes: list[str] = Field(default_factory=list)
 
 
