@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from app.datasets.reader import SourceInfo, iter_jsonl
 from app.migration.schemas import DistilOptions
-from app.migration.upstream import UpstreamRefused, UpstreamSource
+from app.migration.upstream import UpstreamGone, UpstreamRefused, UpstreamSource
 
 _ROLES = frozenset({"system", "developer", "user", "assistant"})
 
@@ -113,16 +113,23 @@ async def answer_all(
                     answer = await source.answer(
                         model, prompt.messages, max_tokens=options.max_tokens, temperature=options.temperature
                     )
-            except UpstreamRefused:
+            except (UpstreamRefused, UpstreamGone):  # this prompt refused, or the model gone: no answer
                 answer = None
         async with lock:
             with work_file.open("a", encoding="utf-8") as f:
                 f.write(json.dumps({"i": i, "answer": answer}, ensure_ascii=False) + "\n")
             done[i] = answer
 
-    async with asyncio.TaskGroup() as group:
-        for i in pending:
-            group.create_task(ask(i))
+    # gather, not a TaskGroup: the first upstream failure is raised as itself (the migration stops, resumable),
+    # not inside an ExceptionGroup; the calls still in flight are cancelled.
+    tasks = [asyncio.create_task(ask(i)) for i in pending]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     return done
 
 

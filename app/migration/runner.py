@@ -238,9 +238,13 @@ class _Execution:
             await self._finish()
         except Stopped:
             log.info("migration %s stopped; it resumes from its last saved step", self.id)
-        except (UpstreamUnavailable, UpstreamRefused) as exc:
+        except (UpstreamUnavailable, UpstreamRefused, UpstreamGone) as exc:
             code = "upstream_unavailable" if isinstance(exc, UpstreamUnavailable) else "upstream_error"
             await self._fail(code, f"The provider {self.body.provider} failed: {exc}. Resume to carry on.")
+        except Exception as exc:
+            # A bug, not the upstream: fail it (resumable) rather than leave it for the next worker to trip on.
+            log.exception("migration %s failed", self.id)
+            await self._fail("internal_error", f"The migration stopped on an internal error ({type(exc).__name__}).")
 
     async def _walk(self, source: UpstreamSource, item: MigrationItem) -> None:
         steps: dict[str, Callable[[UpstreamSource, MigrationItem], Awaitable[str]]] = {

@@ -368,3 +368,43 @@ def test_cancel_stops_the_migration_and_the_job_it_waits_for(world: World) -> No
     assert job.status == "cancelled"
     assert after["status"] == "cancelled"
     assert again.status_code == 409
+
+
+def test_an_upstream_that_stops_answering_mid_distillation_is_asked_only_the_rest_on_resume(world: World) -> None:
+    tenant = world.admin()
+    with world.http(tenant) as http:
+        prompts = http.post(
+            "/v1/files", files={"file": ("prompts.jsonl", prompt_lines(24))}, data={"purpose": "user_data"}
+        ).json()["id"]
+        planned = create(
+            http,
+            jobs=[world.triage.id],
+            hyperparameters=OVERRIDES,
+            distil={"prompts_file": prompts, "max_tokens": 8, "concurrency": 1, "holdout": 0.25},
+            parity={"max_rows": 2},
+        )
+        asked = "POST /v1/completions"  # distillation's calls (parity's samples go to chat completions)
+        before = sum(1 for s in world.proxy.seen if s == asked)
+        http.post(f"/v1/migrations/{planned['id']}/start").raise_for_status()
+        deadline = time.monotonic() + 60
+        while sum(1 for s in world.proxy.seen if s == asked) - before < 5:
+            assert time.monotonic() < deadline, "distillation never started"
+            time.sleep(0.01)
+        world.proxy.fail_matching = "/v1/completions"
+        try:
+            failed = wait_until(http, planned["id"], {"failed", "completed"}, timeout=120)
+        finally:
+            world.proxy.fail_matching = None
+        work = world.downstream.settings.data_dir / "migrations" / planned["id"] / f"{world.triage.id}.answers.jsonl"
+        answered = len(work.read_text().splitlines())
+        resumed_at = len(world.proxy.seen)
+        http.post(f"/v1/migrations/{planned['id']}/resume").raise_for_status()
+        done = wait_until(http, planned["id"], {"completed", "failed"})
+    assert failed["status"] == "failed" and failed["error"]["code"] == "upstream_unavailable", failed
+    assert failed["items"][0]["step"] == "distil"
+    assert 5 <= answered < 24
+    assert done["status"] == "completed", done
+    item = done["items"][0]
+    assert item["status"] == "completed", item["error"]
+    assert item["distillation"]["prompts"] == 24
+    assert sum(1 for s in world.proxy.seen[resumed_at:] if s == asked) == 24 - answered
