@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         description="Rows of one eval run sampled and graded at a time: the local engine's batch "
         "(FTGW_ENGINE_MAX_BATCH_SIZE), which it fills.",
     )
+    batch_concurrency: int = Field(
+        default=32,
+        ge=1,
+        le=256,
+        description="Requests of one batch (/v1/batches) run at a time: the local engine batches them as it does an "
+        "eval run's rows.",
+    )
     eval_after_fine_tuning: bool = Field(
         default=True,
         description="A supervised job with a validation file ends with an eval of its model against its base on that "

@@ -8,6 +8,7 @@ against api.openai.com. Nothing here ever puts a stack trace on the wire.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -166,18 +167,23 @@ async def _gateway_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = exc.errors()
+def invalid_request_body(errors: Sequence[Any], body: Any) -> dict[str, Any]:
+    """OpenAI's 400 for a request body that fails validation (``errors`` located as FastAPI does, from "body"):
+    the first problem's parameter and message, and how many more there are."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    param = _param_of(tuple(first.get("loc", ())), exc.body)
+    param = _param_of(tuple(first.get("loc", ())), body)
     message = str(first.get("msg", "invalid request"))
     message = f"Invalid value for '{param}': {message}" if param else message
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     # OpenAI answers malformed parameters with 400 invalid_request_error, and the SDK maps that to BadRequestError.
     code = "missing_required_parameter" if first.get("type") == "missing" else "invalid_value"
-    return error_response(400, message, type_="invalid_request_error", param=param, code=code)
+    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(invalid_request_body(exc.errors(), exc.body), status_code=400)
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:

@@ -18,6 +18,8 @@ from app import __version__
 from app.auth.endpoints import router as auth_router
 from app.auth.principal import AuthCache
 from app.auth.service import auth_service
+from app.batches.endpoints import router as batches_router
+from app.batches.tasks import BatchTask
 from app.config import Settings
 from app.console.router import install_console
 from app.datasets.endpoints import router as datasets_router
@@ -136,8 +138,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             migrations = MigrationTask.from_settings(
                 settings, sessionmaker, store, providers, catalog, validator, app.state.worker_wakeup
             )
+            batches = BatchTask.from_settings(settings, sessionmaker, store, app.state.inference)
             worker = Worker(
-                [training, *[evals] * settings.eval_runs_at_once, migrations],
+                [training, *[evals] * settings.eval_runs_at_once, migrations, batches],
                 poll_seconds=settings.worker_poll_seconds,
                 wakeup=app.state.worker_wakeup,
             )
@@ -190,6 +193,7 @@ def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None
         models_router,
         registry_router,
         migrations_router,
+        batches_router,
         usage_router,
         webhooks_router,
     ):

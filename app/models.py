@@ -1,6 +1,7 @@
 """Every ORM model, imported in one place so Alembic and the drift test see the whole schema."""
 
 from app.auth.models import ApiKey, ConsoleSession, Project
+from app.batches.models import Batch
 from app.datasets.models import StoredReport
 from app.evals.models import Eval, EvalOutputItem, EvalRun
 from app.files.models import StoredFile
@@ -17,6 +18,7 @@ metadata = Base.metadata
 __all__ = [
     "AliasVersion",
     "ApiKey",
+    "Batch",
     "ConsoleSession",
     "Eval",
     "EvalOutputItem",

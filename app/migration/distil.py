@@ -73,7 +73,7 @@ def _prompt(value: Mapping[str, Any]) -> Prompt | None:
     return Prompt("chat", messages) if messages else None
 
 
-def _done(work_file: Path) -> dict[int, str | None]:
+def answered(work_file: Path) -> dict[int, str | None]:
     """The prompts answered (their text) or refused (None) so far."""
     done: dict[int, str | None] = {}
     if not work_file.exists():
@@ -92,7 +92,7 @@ async def answer_all(
     source: UpstreamSource, model: str, prompts: list[Prompt], options: DistilOptions, work_file: Path
 ) -> dict[int, str | None]:
     """Every prompt's answer (None: refused), asking only those the work file does not hold yet."""
-    done = await asyncio.to_thread(_done, work_file)
+    done = await asyncio.to_thread(answered, work_file)
     pending = [i for i in range(len(prompts)) if i not in done]
     slots = asyncio.Semaphore(options.concurrency)
     work_file.parent.mkdir(parents=True, exist_ok=True)
@@ -131,6 +131,47 @@ async def answer_all(
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
     return done
+
+
+def record(work_file: Path, answers: Mapping[int, str | None]) -> None:
+    """Append ``answers`` to the work file (synchronous: call it in a thread)."""
+    work_file.parent.mkdir(parents=True, exist_ok=True)
+    with work_file.open("a", encoding="utf-8") as f:
+        for i, answer in answers.items():
+            f.write(json.dumps({"i": i, "answer": answer}, ensure_ascii=False) + "\n")
+
+
+CHAT_URL, COMPLETIONS_URL = "/v1/chat/completions", "/v1/completions"
+
+
+def batch_requests(
+    model: str, prompts: list[Prompt], pending: list[int], options: DistilOptions
+) -> tuple[str, list[tuple[str, dict[str, Any]]]] | None:
+    """``(endpoint, [(custom_id, body)])`` asking the ``pending`` prompts in one upstream batch; None when they mix
+    chat and prompt rows (a batch has one endpoint)."""
+    kinds = {prompts[i].kind for i in pending}
+    if len(kinds) != 1:
+        return None
+    sampling = {"model": model, "max_tokens": options.max_tokens, "temperature": options.temperature}
+    if kinds == {"prompt"}:
+        return COMPLETIONS_URL, [(f"p{i}", {**sampling, "prompt": prompts[i].messages[0]["content"]}) for i in pending]
+    return CHAT_URL, [(f"p{i}", {**sampling, "messages": prompts[i].messages}) for i in pending]
+
+
+def batch_answers(lines: list[dict[str, Any]]) -> dict[int, str | None]:
+    """Answers by prompt index from a batch's output or error file lines (a failed request: None)."""
+    found: dict[int, str | None] = {}
+    for line in lines:
+        custom_id = str(line.get("custom_id") or "")
+        if not custom_id.startswith("p") or not custom_id[1:].isdigit():
+            continue
+        response = line.get("response") or {}
+        body = response.get("body") or {}
+        choices = body.get("choices") or [] if response.get("status_code") == 200 else []
+        first = choices[0] if choices else {}
+        text = first.get("text") if "text" in first else (first.get("message") or {}).get("content")
+        found[int(custom_id[1:])] = text if isinstance(text, str) else None
+    return found
 
 
 def _held_out(i: int, seed: str, share: float) -> bool:

@@ -53,7 +53,13 @@ from app.migration.schemas import (
     MigrationItem,
     Parity,
 )
-from app.migration.upstream import UpstreamGone, UpstreamRefused, UpstreamSource, UpstreamUnavailable
+from app.migration.upstream import (
+    UpstreamBatches,
+    UpstreamGone,
+    UpstreamRefused,
+    UpstreamSource,
+    UpstreamUnavailable,
+)
 from app.providers.registry import ProviderRegistry
 from app.providers.upstream import UpstreamProvider
 from app.registry.aliases import alias_service
@@ -431,6 +437,11 @@ class _Execution:
         except distil.NoPrompts as exc:
             raise ItemFailed("no_prompts", f"{prompts_file}: {exc}") from None
         work_file = self.work_dir / f"{item.upstream_job}.answers.jsonl"
+        kind = "prompt_completion" if prompts[0].kind == "prompt" else "chat"
+        item.distillation = item.distillation or Distillation(prompts=len(prompts), format=kind)
+        if options.batch:
+            await self._distil_by_batch(source, item, prompts, work_file)
+        # By calls: all of them, or what a batch left unanswered.
         answers = await distil.answer_all(source, item.upstream_model, prompts, options, work_file)
         self.check()
         answered = sum(1 for a in answers.values() if a is not None and a.strip())
@@ -439,11 +450,8 @@ class _Execution:
         train, held = distil.rows(prompts, answers, seed=item.upstream_job, holdout=holdout)
         if not train:
             raise ItemFailed("nothing_distilled", f"{item.upstream_model} answered none of {len(prompts)} prompts.")
-        summary = Distillation(
-            prompts=len(prompts),
-            answered=answered,
-            failed=len(prompts) - answered,
-            format="prompt_completion" if prompts[0].kind == "prompt" else "chat",
+        summary = item.distillation.model_copy(
+            update={"prompts": len(prompts), "answered": answered, "failed": len(prompts) - answered}
         )
         async with self.rt.sessionmaker() as session:
             summary.training_file = (await self._store_rows(session, item, "distilled-train", train)).id
@@ -454,6 +462,39 @@ class _Execution:
             await self._commit(session)
         await self._validated(summary.training_file, "the distilled rows")
         return "train"
+
+    async def _distil_by_batch(
+        self, source: UpstreamSource, item: MigrationItem, prompts: list[distil.Prompt], work_file: Path
+    ) -> None:
+        """Ask the prompts not answered yet in one upstream batch, when the upstream offers the Batch API; the batch
+        is saved with the item, so a resumed migration waits for the same one. A batch that fails or expires leaves
+        its prompts to the calls that follow."""
+        assert item.upstream_model is not None and item.distillation is not None and self.body.distil is not None
+        batches = UpstreamBatches(source)
+        summary = item.distillation
+        if summary.upstream_batch is None:
+            done = await asyncio.to_thread(distil.answered, work_file)
+            pending = [i for i in range(len(prompts)) if i not in done]
+            requests = distil.batch_requests(item.upstream_model, prompts, pending, self.body.distil)
+            if not pending or requests is None or not await batches.offered():
+                return
+            endpoint, lines = requests
+            summary.upstream_batch = await batches.start(endpoint, lines, f"{self.id}-{item.upstream_job}.jsonl")
+            summary.via = "batch"
+            await self.save()
+        batch_id = summary.upstream_batch
+        while not (state := await batches.state(batch_id)).ended:
+            self.check()
+            await asyncio.sleep(self.rt.poll_seconds)
+        if state.status != "completed":
+            log.info("migration %s: upstream batch %s %s; asking by calls", self.id, batch_id, state.status)
+            return
+        found: dict[int, str | None] = {}
+        for file_id in (state.output_file_id, state.error_file_id):
+            if file_id is not None:
+                found.update(distil.batch_answers(await batches.results(file_id)))
+        done = await asyncio.to_thread(distil.answered, work_file)
+        await asyncio.to_thread(distil.record, work_file, {i: a for i, a in found.items() if i not in done})
 
     async def _store_rows(
         self,

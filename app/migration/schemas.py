@@ -40,6 +40,11 @@ class DistilOptions(RequestSchema):
     holdout: Annotated[float, Field(ge=0, le=0.5)] = Field(
         default=0.2, description="The share of the answered prompts kept out of training, for the parity eval."
     )
+    batch: bool = Field(
+        default=True,
+        description="Ask through the upstream's Batch API when it offers one (OpenAI bills it at half price, and "
+        "answers within 24 hours); otherwise, or with false, by calls, concurrency at a time.",
+    )
 
 
 class ParityOptions(RequestSchema):
@@ -98,6 +103,8 @@ class Distillation(Schema):
     answered: int = 0
     failed: int = Field(default=0, description="Prompts refused, or answered with nothing.")
     format: Literal["chat", "prompt_completion"] = "chat"
+    via: Literal["calls", "batch"] = "calls"
+    upstream_batch: str | None = Field(default=None, description="The upstream batch that answered (or answers).")
     training_file: str | None = None
     holdout_file: str | None = Field(default=None, description="Answers kept out of training, for parity.")
 

@@ -9,6 +9,7 @@ step. A 404 is :class:`UpstreamGone` (a file deleted there); any other refusal i
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -188,6 +189,59 @@ class UpstreamSource:
                 model=model, prompt=prompt, max_tokens=max_tokens, temperature=temperature
             )
         return completion.choices[0].text if completion.choices else ""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchState:
+    status: str
+    output_file_id: str | None
+    error_file_id: str | None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in {"completed", "failed", "expired", "cancelled"}
+
+
+class UpstreamBatches:
+    """The upstream's Batch API, for distillation: OpenAI bills batched calls at half price."""
+
+    def __init__(self, source: UpstreamSource) -> None:
+        self.client = source.client
+
+    async def offered(self) -> bool:
+        try:
+            async with translated():
+                await self.client.batches.list(limit=1)
+        except (UpstreamGone, UpstreamRefused):
+            return False
+        return True
+
+    async def start(self, endpoint: str, requests: list[tuple[str, dict[str, Any]]], name: str) -> str:
+        """A batch of ``(custom_id, body)`` requests to ``endpoint``; its id."""
+        lines = [
+            json.dumps({"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body})
+            for custom_id, body in requests
+        ]
+        async with translated():
+            uploaded = await self.client.files.create(file=(name, "\n".join(lines).encode()), purpose="batch")
+            batch = await self.client.batches.create(
+                input_file_id=uploaded.id,
+                endpoint=endpoint,  # type: ignore[arg-type]
+                completion_window="24h",
+                metadata={"ftgw": "migration distillation"},
+            )
+        return batch.id
+
+    async def state(self, batch_id: str) -> BatchState:
+        async with translated():
+            batch = await self.client.batches.retrieve(batch_id)
+        return BatchState(str(batch.status), batch.output_file_id, batch.error_file_id)
+
+    async def results(self, file_id: str) -> list[dict[str, Any]]:
+        """The lines of a batch's output (or error) file."""
+        async with translated():
+            content = await self.client.files.content(file_id)
+        return [json.loads(line) for line in content.text.splitlines() if line.strip()]
 
 
 async def _first(pages: Any, limit: int) -> AsyncIterator[Any]:

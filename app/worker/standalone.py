@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 
+from app.batches.tasks import BatchTask
 from app.config import Settings
 from app.datasets.validation import UploadValidator
 from app.db import create_engine_from_url, create_sessionmaker
@@ -63,6 +64,7 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
                 TrainingTask(settings, sessionmaker, store, providers),
                 *[EvalRunTask.from_settings(settings, sessionmaker, store, gateway)] * settings.eval_runs_at_once,
                 migrations,
+                BatchTask.from_settings(settings, sessionmaker, store, gateway),
             ],
             poll_seconds=settings.worker_poll_seconds,
             wakeup=wakeup,

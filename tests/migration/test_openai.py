@@ -198,6 +198,10 @@ def test_a_job_whose_data_is_gone_is_distilled_from_the_upstream_model(
     assert triage["action"] == "distil"
     assert triage["training_file"]["state"] == "missing"
     distilled = triage["distillation"]
+    # The upstream (an ftgw) offers the Batch API: the prompts went in one batch, not call by call.
+    assert distilled["via"] == "batch" and distilled["upstream_batch"].startswith("batch_")
+    upstream_batch = world.acme.client.batches.retrieve(distilled["upstream_batch"])
+    assert upstream_batch.status == "completed" and upstream_batch.request_counts.total == 24
     assert distilled["prompts"] == 24
     assert distilled["answered"] + distilled["failed"] == 24
     assert distilled["answered"] >= 1
@@ -380,7 +384,7 @@ def test_an_upstream_that_stops_answering_mid_distillation_is_asked_only_the_res
             http,
             jobs=[world.triage.id],
             hyperparameters=OVERRIDES,
-            distil={"prompts_file": prompts, "max_tokens": 8, "concurrency": 1, "holdout": 0.25},
+            distil={"prompts_file": prompts, "max_tokens": 8, "concurrency": 1, "holdout": 0.25, "batch": False},
             parity={"max_rows": 2},
         )
         asked = "POST /v1/completions"  # distillation's calls (parity's samples go to chat completions)
