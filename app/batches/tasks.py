@@ -37,7 +37,7 @@ from app.inference.gateway import InferenceGateway
 from app.inference.schemas import ChatCompletionRequest, CompletionRequest
 from app.kit.ids import random_token
 from app.kit.time import utcnow
-from app.worker.lease import Lease
+from app.worker.lease import Lease, kept
 
 log = logging.getLogger(__name__)
 
@@ -147,16 +147,15 @@ class BatchTask:
         lease = Lease(
             execution.renew, duration=self.lease, interval=self.heartbeat_seconds, on_lost=execution.lose, name=batch.id
         )
-        keeping = asyncio.create_task(lease.keep())
         try:
-            await execution.run()
-        except Exception:
-            log.exception("batch %s failed", batch.id)
-            await execution.end(BatchStatus.failed, errors=[_error("internal_error", "The batch stopped on an error.")])
+            async with kept(lease):
+                try:
+                    await execution.run()
+                except Exception:
+                    log.exception("batch %s failed", batch.id)
+                    failure = [_error("internal_error", "The batch stopped on an error.")]
+                    await execution.end(BatchStatus.failed, errors=failure)
         finally:
-            keeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeping
             await asyncio.shield(execution.release())
         return True
 

@@ -9,7 +9,6 @@ grades only the rows it had not recorded. How the run ends is the evals service'
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
@@ -31,7 +30,7 @@ from app.evals.schemas import CompletionsRunDataSource
 from app.evals.service import eval_service
 from app.files.storage import BlobStore
 from app.inference.gateway import InferenceGateway
-from app.worker.lease import Lease
+from app.worker.lease import Lease, kept
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +91,10 @@ class EvalRunTask:
             on_lost=execution.stop,
             name=run.id,
         )
-        keeping = asyncio.create_task(lease.keep())
         try:
-            await execution.run()
+            async with kept(lease):
+                await execution.run()
         finally:
-            keeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeping
             await asyncio.shield(execution.release())
         return True
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, or_, update
+from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import InvalidRequest
 from app.kit.pagination import Order, Page
+from app.kit.time import utcnow
 
 M = TypeVar("M", bound=Any)
 
@@ -75,3 +77,67 @@ async def compare_and_set(
     except InvalidRequestError:  # the row is gone (deleted meanwhile): it did not move, and there is nothing to reload
         return False
     return moved is not None
+
+
+# --- rows leased by workers: a model with ``id``, ``status``, ``created_at``, ``lease_owner``, ``lease_expires_at``
+# and ``attempts`` columns ------------------------------------------------------------------------------------------
+
+
+async def claim_lease(
+    session: AsyncSession,
+    model: type[M],
+    runnable: Collection[Any],
+    worker_id: str,
+    lease: timedelta,
+    *,
+    values: Mapping[str, Any] | None = None,
+) -> M | None:
+    """Atomically lease the oldest row whose status is ``runnable`` to ``worker_id``: one no one holds, or whose
+    lease expired (its worker died), writing ``values`` with it. The candidate is picked with ``FOR UPDATE SKIP
+    LOCKED`` on PostgreSQL, so workers don't queue on each other's rows; the compare-and-set UPDATE is what
+    guarantees one winner everywhere."""
+    now = utcnow()
+    free = and_(model.status.in_(list(runnable)), or_(model.lease_owner.is_(None), model.lease_expires_at < now))
+    candidates = select(model.id).where(free).order_by(model.created_at, model.id).limit(1)
+    bind = session.bind
+    if bind is not None and bind.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    row_id = (await session.execute(candidates)).scalar()
+    if row_id is None:
+        return None
+    claimed = await session.execute(
+        update(model)
+        .where(model.id == row_id, free)
+        .values(lease_owner=worker_id, lease_expires_at=now + lease, attempts=model.attempts + 1, **(values or {}))
+        .returning(model.id)
+    )
+    if claimed.scalar() is None:
+        return None
+    found: M | None = await session.get(model, row_id, populate_existing=True)
+    return found
+
+
+async def renew_lease(session: AsyncSession, model: type[Any], row_id: str, worker_id: str, lease: timedelta) -> Any:
+    """Extend ``worker_id``'s lease of the row; its status, or None when the lease is no longer ours."""
+    result = await session.execute(
+        update(model)
+        .where(model.id == row_id, model.lease_owner == worker_id)
+        .values(lease_expires_at=utcnow() + lease)
+        .returning(model.status)
+    )
+    return result.scalar()
+
+
+async def leased(session: AsyncSession, model: type[M], row_id: str, worker_id: str) -> M | None:
+    """The row as committed now, if ``worker_id`` still holds it."""
+    stmt = select(model).where(model.id == row_id, model.lease_owner == worker_id)
+    found: M | None = (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
+    return found
+
+
+async def release_lease(session: AsyncSession, model: type[Any], row_id: str, worker_id: str) -> None:
+    await session.execute(
+        update(model)
+        .where(model.id == row_id, model.lease_owner == worker_id)
+        .values(lease_owner=None, lease_expires_at=None)
+    )

@@ -13,7 +13,6 @@ a problem of one item (a file that fails validation, a job that fails) fails tha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -68,7 +67,7 @@ from app.registry.models import FineTunedModel
 from app.registry.repository import AliasRepository, ModelRepository
 from app.registry.routing import ModelCatalog
 from app.registry.schemas import AliasCreate, AliasVersionCreate, Target
-from app.worker.lease import Lease
+from app.worker.lease import Lease, kept
 from app.worker.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -152,13 +151,10 @@ class MigrationTask:
             on_lost=execution.stop,
             name=migration.id,
         )
-        keeping = asyncio.create_task(lease.keep())
         try:
-            await execution.run()
+            async with kept(lease):
+                await execution.run()
         finally:
-            keeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeping
             await asyncio.shield(execution.release())
         return True
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 log = logging.getLogger(__name__)
@@ -55,3 +56,15 @@ class Lease:
                     self._lose()
                     return
             await asyncio.sleep(self.interval)
+
+
+@contextlib.asynccontextmanager
+async def kept(lease: Lease) -> AsyncIterator[None]:
+    """Keep ``lease`` renewed while the block runs; renewing stops when the block ends, however it ends."""
+    keeping = asyncio.create_task(lease.keep())
+    try:
+        yield
+    finally:
+        keeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeping
