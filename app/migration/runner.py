@@ -13,6 +13,7 @@ a problem of one item (a file that fails validation, a job that fails) fails tha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -264,26 +265,11 @@ class _Execution:
         item.status = "completed"
 
     async def _finish(self) -> None:
-
-        async with self.rt.sessionmaker() as session:
-            migration = await MigrationRepository(session).held(self.id, self.worker_id)
-            if migration is None or migration.status is not MigrationStatus.running:
-                raise Stopped
-            migration.items = [item.model_dump(mode="json") for item in self.items]
-            migration.status = MigrationStatus.completed
-            migration.finished_at = utcnow()
-            migration.error = None
-            await commit(session)
+        await self.save(status=MigrationStatus.completed, finished_at=utcnow(), error=None)
 
     async def _fail(self, code: str, message: str) -> None:
-        async with self.rt.sessionmaker() as session:
-            migration = await MigrationRepository(session).held(self.id, self.worker_id)
-            if migration is None or migration.status is not MigrationStatus.running:
-                return
-            migration.items = [item.model_dump(mode="json") for item in self.items]
-            migration.status = MigrationStatus.failed
-            migration.error = {"code": code, "message": message}
-            await commit(session)
+        with contextlib.suppress(Stopped):  # cancelled or taken over meanwhile: nothing of ours to record
+            await self.save(status=MigrationStatus.failed, error={"code": code, "message": message})
 
     # --- 1. the name callers use -----------------------------------------------------------------------------------
 

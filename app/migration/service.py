@@ -35,6 +35,7 @@ from app.migration.schemas import (
     UpstreamInventory,
 )
 from app.migration.upstream import UpstreamGone, UpstreamRefused, UpstreamSource, UpstreamUnavailable
+from app.providers.base import TrainingProvider
 from app.providers.registry import ProviderRegistry
 from app.providers.upstream import UpstreamProvider
 from app.registry.aliases import alias_service
@@ -120,11 +121,8 @@ class MigrationService:
         return await MigrationRepository(session).add(migration)
 
     async def _items(
-        self, provider: UpstreamProvider, body: CreateMigrationRequest, target: object
+        self, provider: UpstreamProvider, body: CreateMigrationRequest, target: TrainingProvider
     ) -> list[MigrationItem]:
-        from app.providers.base import TrainingProvider
-
-        assert isinstance(target, TrainingProvider)
         try:
             async with UpstreamSource(provider) as source:
                 try:

@@ -146,7 +146,10 @@ class ModelCatalog:
         endpoint = self.base.get(name)
         if endpoint is not None:
             return Plan((endpoint,), (name,))
-        if name.startswith("ft:") and not isinstance(self._cached(project_id, name), AliasRoute):
+        cached = self._cached(project_id, name) if name.startswith("ft:") else None
+        if isinstance(cached, Endpoint):  # a fine-tuned model of ours, already resolved: one lookup, no more
+            return Plan((cached,), (name,))
+        if name.startswith("ft:") and not isinstance(cached, AliasRoute):
             try:
                 return Plan((await self.endpoint(project_id, name),), (name,))
             except NotFound:
