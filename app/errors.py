@@ -162,9 +162,13 @@ def _holds(node: Any, part: Any) -> bool:
     return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
 
 
+def gateway_error_response(exc: GatewayError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+
 async def _gateway_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GatewayError)
-    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+    return gateway_error_response(exc)
 
 
 def invalid_request_body(errors: Sequence[Any], body: Any) -> dict[str, Any]:
@@ -199,7 +203,12 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return unhandled_error_response(request.method, request.url.path, exc)
+
+
+def unhandled_error_response(method: str, path: str, exc: Exception) -> JSONResponse:
+    """The 500 for a bug: logged with its traceback; the caller learns nothing of the internals."""
+    log.exception("unhandled error on %s %s", method, path, exc_info=exc)
     return error_response(
         500,
         "The server had an error while processing your request. It has been logged.",

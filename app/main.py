@@ -38,6 +38,7 @@ from app.fine_tuning.endpoints import router as jobs_router
 from app.fine_tuning.events import DISPATCH_WAKEUP
 from app.fine_tuning.tasks import TrainingTask
 from app.health.endpoints import router as health_router
+from app.inference import fastpath
 from app.inference.endpoints import router as inference_router
 from app.inference.setup import build_gateway
 from app.kit.netguard import NetworkPolicy
@@ -173,6 +174,9 @@ def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None
         docs_url=None,  # served offline by the console's assets (app/console/assets.py)
         redoc_url=None,
         responses={"default": {"model": ErrorResponse, "description": "OpenAI's error envelope"}},
+        # ftgw exports Prometheus metrics (/metrics), not OpenTelemetry: FastAPI's native telemetry would look up
+        # the global OTel providers (and the environment) on every request, 5% of a routed call.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings = settings or Settings()
     app.state.network_policy = policy or network_policy(settings)
@@ -199,6 +203,7 @@ def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None
     ):
         app.include_router(router)
     install_console(app, settings)
+    fastpath.install(app)  # the common inference calls, in front of the framework's middleware
     install_observability(app)  # /metrics; X-Request-ID and latency around everything, errors included
     publish_stream_items(app)
     return app

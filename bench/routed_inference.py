@@ -4,11 +4,14 @@ One run starts, measures and stops three servers on this machine, back to back:
 
   (a) nginx direct: the fixed-reply upstream of shared/bench/upstream-nginx.conf on 127.0.0.1:18081;
   (b) LiteLLM proxy (shared/bench/litellm.yaml) on 127.0.0.1:14000 in front of it;
-  (c) ftgw on 127.0.0.1:18090 in front of it, called through a registry alias ("bench-bot" -> test-model).
+  (c) the bare passthrough (bench/passthrough.py: uvicorn + aiohttp, nothing else) on 127.0.0.1:18095 in front of it;
+  (d) ftgw on 127.0.0.1:18090 in front of it, called through a registry alias ("bench-bot" -> test-model).
 
 Each target gets a short warm-up, then wrk (with chat-post.lua, ``--latency``) at ``--connections`` (16) and at
 one connection, ``--duration`` seconds each. Prints req/s at 16 connections, p50 latency at 1 connection, the
-ratio ftgw/LiteLLM req/s (goal >= 20x) and ftgw p50 minus nginx-direct p50 (goal <= 1 ms).
+ratios ftgw/LiteLLM req/s (goal >= 20x) and ftgw/passthrough req/s (goal >= 0.75), ftgw p50 minus nginx-direct
+p50 (goal <= 0.75 ms), ftgw's p99/p50 at 16 connections (goal <= 3) and ftgw's resident memory before and after
+its legs (it must stay flat).
 
 Needs, outside the project's dependencies (never add them to pyproject.toml):
 
@@ -18,8 +21,9 @@ Needs, outside the project's dependencies (never add them to pyproject.toml):
 Usage:
 
     .venv/bin/python bench/routed_inference.py [--duration 10] [--warmup 5] [--connections 16] [--threads 1]
-        [--litellm-bin /work/litellm-venv/bin/litellm | --skip-litellm] [--ftgw-workers N] [--skip-ftgw]
-        [--upstream-port 18081] [--litellm-port 14000] [--ftgw-port 18090] [--keep-run-dir]
+        [--litellm-bin /work/litellm-venv/bin/litellm | --skip-litellm] [--skip-passthrough] [--ftgw-workers N]
+        [--skip-ftgw] [--redis-url URL] [--upstream-port 18081] [--litellm-port 14000] [--passthrough-port 18095]
+        [--ftgw-port 18090] [--keep-run-dir]
 
 Every process is started in its own session under a temporary RUN_DIR and killed on exit (also on Ctrl-C or
 an error); logs of a failed start are printed. The wrk client uses CPU too: on a 2-core box keep ``--threads 1``.
@@ -56,6 +60,7 @@ SHARED_BENCH = Path(os.environ.get("FTGW_SHARED_BENCH", REPO.parent / "shared" /
 # The defaults of --upstream-port, --litellm-port and --ftgw-port (those of shared/bench and the ftgw contract).
 NGINX_PORT = 18081
 LITELLM_PORT = 14000
+PASSTHROUGH_PORT = 18095
 FTGW_PORT = 18090
 UPSTREAM_MODEL = "test-model"
 ALIAS = "bench-bot"
@@ -262,6 +267,38 @@ def start_litellm(stack: ExitStack, run_dir: Path, litellm_bin: Path, port: int,
     return base + CHAT_PATH, key
 
 
+def start_passthrough(stack: ExitStack, run_dir: Path, port: int, upstream_port: int) -> str:
+    """bench/passthrough.py under uvicorn (uvloop and httptools, as ftgw runs), forwarding to the upstream."""
+    env = {**os.environ, "UPSTREAM": f"http://127.0.0.1:{upstream_port}"}
+    args = [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).parent), "passthrough:app"]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    server = stack.enter_context(started("passthrough", args, run_dir, env))
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(server, lambda: port_in_use(port), 30)
+    check_chat("passthrough", base + CHAT_PATH, UPSTREAM_MODEL, "x")
+    return base + CHAT_PATH
+
+
+def resident_kib(pid: int) -> int | None:
+    """Resident memory of ``pid`` and its children (uvicorn's workers), in KiB; None where /proc cannot tell."""
+    total, found = 0, False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(entry.name) != pid and int(fields[1]) != pid:  # fields[1]: the parent's pid
+            continue
+        rss = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+        if rss:
+            total, found = total + int(rss.group(1)), True
+    return total if found else None
+
+
 def serve_has_workers_option(command: list[str]) -> bool:
     done = subprocess.run([*command, "serve", "--help"], capture_output=True, text=True, cwd=REPO, check=False)
     return "--workers" in done.stdout
@@ -311,7 +348,7 @@ def create_alias(base: str, key: str) -> None:
 
 def start_ftgw(
     stack: ExitStack, run_dir: Path, workers: int, port: int, upstream_port: int, redis_url: str | None = None
-) -> tuple[str, str]:
+) -> tuple[str, str, int]:
     key = "sk-bench-" + secrets.token_hex(16)
     data_dir = run_dir / "ftgw-data"
     data_dir.mkdir()
@@ -324,7 +361,7 @@ def start_ftgw(
     wait_ready(server, lambda: http_status(f"{base}/health") == 200, 120)
     create_alias(base, key)
     check_chat("ftgw", base + CHAT_PATH, ALIAS, key, header=("x-ftgw-model", UPSTREAM_MODEL))
-    return base + CHAT_PATH, key
+    return base + CHAT_PATH, key, server.process.pid
 
 
 # --------------------------------------------------------------------------------------------------- report
@@ -336,23 +373,34 @@ def print_table(results: dict[str, TargetResult], connections: int) -> None:
     print()
     print(
         f"{'target':<14} {f'req/s @{connections}':>14} {'p50 @1 (ms)':>12} {'p99 @1 (ms)':>12} "
-        f"{f'p50 @{connections} (ms)':>15}"
+        f"{f'p50 @{connections} (ms)':>15} {f'p99 @{connections} (ms)':>15}"
     )
     for name, r in results.items():
         print(
             f"{name:<14} {r.many.requests_per_second:>14,.1f} {r.one.p50_ms:>12.3f} {r.one.p99_ms:>12.3f} "
-            f"{r.many.p50_ms:>15.3f}"
+            f"{r.many.p50_ms:>15.3f} {r.many.p99_ms:>15.3f}"
         )
     print()
     ftgw, litellm, nginx = results.get("ftgw"), results.get("litellm"), results.get("nginx")
+    passthrough = results.get("passthrough")
+    if ftgw and passthrough:
+        ratio = ftgw.many.requests_per_second / passthrough.many.requests_per_second
+        verdict = "ok" if ratio >= 0.75 else "BELOW GOAL"
+        print(f"ftgw / bare passthrough req/s @{connections}: {ratio:.2f}x  (goal >= 0.75: {verdict})")
+    if ftgw:
+        tail = ftgw.many.p99_ms / ftgw.many.p50_ms
+        verdict = "ok" if tail <= 3 else "ABOVE GOAL"
+        print(f"ftgw p99 / p50 @{connections}: {tail:.2f}  (goal <= 3: {verdict})")
     if ftgw and litellm:
         ratio = ftgw.many.requests_per_second / litellm.many.requests_per_second
         verdict = "ok" if ratio >= 20 else "BELOW GOAL"
         print(f"ftgw / LiteLLM req/s @{connections}: {ratio:.1f}x  (goal >= 20x: {verdict})")
     if ftgw and nginx:
         overhead = ftgw.one.p50_ms - nginx.one.p50_ms
-        verdict = "ok" if overhead <= 1.0 else "ABOVE GOAL"
-        print(f"ftgw p50 - nginx p50 @1: {overhead:.3f} ms  (goal <= 1 ms: {verdict})")
+        verdict = "ok" if overhead <= 0.75 else "ABOVE GOAL"
+        print(f"ftgw p50 - nginx p50 @1: {overhead:.3f} ms  (goal <= 0.75 ms: {verdict})")
+    if passthrough and nginx:
+        print(f"bare passthrough p50 - nginx p50 @1: {passthrough.one.p50_ms - nginx.one.p50_ms:.3f} ms")
     if litellm and nginx:
         print(f"LiteLLM p50 - nginx p50 @1: {litellm.one.p50_ms - nginx.one.p50_ms:.3f} ms")
 
@@ -366,12 +414,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=10, help="wrk's per-request timeout in seconds (10)")
     parser.add_argument("--litellm-bin", type=Path, default=Path("/work/litellm-venv/bin/litellm"))
     parser.add_argument("--skip-litellm", action="store_true", help="measure nginx and ftgw only")
-    parser.add_argument("--skip-ftgw", action="store_true", help="measure nginx and LiteLLM only")
+    parser.add_argument("--skip-passthrough", action="store_true", help="leave out the bare passthrough")
+    parser.add_argument("--skip-ftgw", action="store_true", help="leave out ftgw")
     parser.add_argument("--ftgw-workers", type=int, default=1, help="`ftgw serve --workers N` (1)")
     parser.add_argument("--upstream-port", type=int, default=NGINX_PORT, help=f"nginx upstream ({NGINX_PORT})")
     parser.add_argument("--litellm-port", type=int, default=LITELLM_PORT, help=f"LiteLLM proxy ({LITELLM_PORT})")
     parser.add_argument(
         "--redis-url", default=None, help="run ftgw with FTGW_REDIS_URL (shared state, as replicas run it)"
+    )
+    parser.add_argument(
+        "--passthrough-port", type=int, default=PASSTHROUGH_PORT, help=f"bare passthrough ({PASSTHROUGH_PORT})"
     )
     parser.add_argument("--ftgw-port", type=int, default=FTGW_PORT, help=f"ftgw ({FTGW_PORT})")
     parser.add_argument("--keep-run-dir", action="store_true", help="keep the temporary RUN_DIR (logs) after")
@@ -388,9 +440,16 @@ def check_tools(args: argparse.Namespace) -> None:
             "    python3 -m venv /work/litellm-venv && /work/litellm-venv/bin/pip install 'litellm[proxy]'\n"
             "or pass --litellm-bin PATH, or --skip-litellm."
         )
-    ports = {"nginx": args.upstream_port, "LiteLLM": args.litellm_port, "ftgw": args.ftgw_port}
+    ports = {
+        "nginx": args.upstream_port,
+        "LiteLLM": args.litellm_port,
+        "passthrough": args.passthrough_port,
+        "ftgw": args.ftgw_port,
+    }
     if args.skip_litellm:
         del ports["LiteLLM"]
+    if args.skip_passthrough:
+        del ports["passthrough"]
     if args.skip_ftgw:
         del ports["ftgw"]
     busy = [f"{port} ({name})" for name, port in ports.items() if port_in_use(port)]
@@ -442,12 +501,22 @@ def run(args: argparse.Namespace, results: dict[str, TargetResult]) -> None:
                     )
                     lua = write_lua(run_dir, "litellm", UPSTREAM_MODEL, key)
                     results["litellm"] = measure("litellm", url, lua, options)
+            if not args.skip_passthrough:
+                with ExitStack() as passthrough_stack:
+                    url = start_passthrough(passthrough_stack, run_dir, args.passthrough_port, args.upstream_port)
+                    lua = write_lua(run_dir, "passthrough", UPSTREAM_MODEL, "x")
+                    results["passthrough"] = measure("passthrough", url, lua, options)
             if not args.skip_ftgw:
                 with ExitStack() as ftgw_stack:
-                    url, key = start_ftgw(
+                    url, key, pid = start_ftgw(
                         ftgw_stack, run_dir, args.ftgw_workers, args.ftgw_port, args.upstream_port, args.redis_url
                     )
+                    before = resident_kib(pid)
                     results["ftgw"] = measure("ftgw", url, write_lua(run_dir, "ftgw", ALIAS, key), options)
+                    after = resident_kib(pid)
+                    if before is not None and after is not None:
+                        mib = f"{before / 1024:.1f} MiB before its legs, {after / 1024:.1f} MiB after"
+                        print(f"[ftgw] resident memory {mib}")
     finally:
         if args.keep_run_dir:
             print(f"kept {run_dir}")

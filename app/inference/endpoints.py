@@ -15,6 +15,7 @@ import orjson
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
+from starlette.types import Receive
 
 from app.auth.principal import Principal, PrincipalDep
 from app.errors import ServiceUnavailable
@@ -49,8 +50,16 @@ def _gateway(request: Request) -> InferenceGateway:
 
 
 async def _serve(request: Request, principal: Principal, body: InferenceRequest, sticky: str | None) -> Response:
+    return await served_response(request.receive, _gateway(request), principal, body, sticky)
+
+
+async def served_response(
+    receive: Receive, gateway: InferenceGateway, principal: Principal, body: InferenceRequest, sticky: str | None
+) -> Response:
+    """The response to an inference call (the route's and the fast path's, app/inference/fastpath.py); raises
+    GatewayError for the error handler to render."""
     try:
-        served = await unless_disconnected(request, _gateway(request).serve(principal, body, sticky))
+        served = await unless_disconnected(receive, gateway.serve(principal, body, sticky))
     except ClientDisconnected:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     except asyncio.CancelledError:

@@ -8,11 +8,9 @@ for nobody, and requests that pile up behind it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from starlette.requests import Request
 from starlette.types import Receive
 
 T = TypeVar("T")
@@ -22,25 +20,51 @@ class ClientDisconnected(Exception):
     """The client went away before the answer was ready; the work was cancelled."""
 
 
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+WATCH_AFTER_SECONDS = 0.05
+
+
+async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     """``work``'s result, or :class:`ClientDisconnected` once the client has gone (``work`` cancelled then).
 
     Call it after the request body has been read (FastAPI has parsed it before the endpoint runs): from then on
-    the ASGI server's next message is ``http.disconnect``.
+    the ASGI server's next message is ``http.disconnect``. ``work`` runs in the calling task. Work that is done
+    within ``WATCH_AFTER_SECONDS`` (a routed call, mostly) is not watched at all: a watcher task costs more than
+    such a call's own Python work; longer work gets one then, which cancels it when the client leaves.
     """
-    task = asyncio.ensure_future(work)
-    watch = asyncio.create_task(_disconnect(request.receive))
-    try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
-    finally:  # also when this request's own task is cancelled (server shutdown)
-        watch.cancel()
-        if not task.done():
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+    watch: asyncio.Task[None] | None = None
+
+    def left(done: asyncio.Task[None]) -> None:
+        nonlocal gone
+        if not done.cancelled() and done.exception() is None:
+            gone = True
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    if task.cancelled():
-        raise ClientDisconnected
-    return task.result()
+
+    def start_watch() -> None:
+        nonlocal watch
+        watch = asyncio.create_task(_disconnect(receive))
+        watch.add_done_callback(left)
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_SECONDS, start_watch)
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        # Our own cancel, and no other one pending (server shutdown): the client left.
+        if gone and task.uncancel() == 0:
+            raise ClientDisconnected from None
+        raise
+    else:
+        if gone:  # the work swallowed our cancel
+            task.uncancel()
+            raise ClientDisconnected
+        return result
+    finally:
+        timer.cancel()
+        if watch is not None:
+            watch.remove_done_callback(left)
+            watch.cancel()
 
 
 async def _disconnect(receive: Receive) -> None:

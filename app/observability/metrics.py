@@ -66,6 +66,14 @@ FALLBACKS = Counter(
 GUARD_REFUSALS = Counter(
     "ftgw_guard_refusals", "Answers replaced by a guard's refusal, by guard model.", ["guard_model"]
 )
+FAST_PATH = Counter(
+    "ftgw_inference_fast_path",
+    "Chat and text completion calls by how they were taken in: served (a recently verified key and a valid JSON "
+    "body, app/inference/fastpath.py) or deferred to the full route (anything else, errors of the request included).",
+    ["outcome"],
+)
+FAST_PATH_SERVED = FAST_PATH.labels("served")
+FAST_PATH_DEFERRED = FAST_PATH.labels("deferred")
 ADAPTER_LOADS = Counter("ftgw_adapter_loads", "LoRA adapters loaded for serving, by backend.", ["backend"])
 ADAPTER_EVICTIONS = Counter("ftgw_adapter_evictions", "LoRA adapters unloaded to make room, by backend.", ["backend"])
 

@@ -11,8 +11,8 @@ through a stream): on the routed inference path this middleware costs a few micr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
+from random import getrandbits
 from time import perf_counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,7 +30,9 @@ def valid_request_id(value: bytes) -> bool:
 
 
 def new_request_id() -> str:
-    return os.urandom(16).hex()
+    # 128 random bits from the process's PRNG: an id must not collide, not be unguessable, and os.urandom's system
+    # call per request cost 4% of a routed call.
+    return f"{getrandbits(128):032x}"
 
 
 def _given(headers: Iterable[tuple[bytes, bytes]]) -> str | None:

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.datasets.prompt_format import PromptFormat
 from app.errors import GatewayError, NotFound
 from app.kit.numbers import parse_decimal
+from app.kit.singleflight import SingleFlight
 from app.providers.registry import ProviderRegistry
 from app.registry.models import AliasVersion, FineTunedModel, ModelAlias
 from app.registry.repository import AliasRepository, ModelRepository
@@ -112,6 +113,7 @@ class ModelCatalog:
             for info in provider.base_models():
                 self.base[info.id] = self.address(provider.name, info.id, None)
         self._projects: dict[str, dict[str, tuple[float, Any]]] = {}
+        self._lookups: SingleFlight[tuple[str, str], Any] = SingleFlight()  # one database lookup per name at a time
         self.announce: Callable[[str], None] | None = None  # with Redis: tells the other replicas (app/shared)
 
     # --- cache ---------------------------------------------------------------------------------------------------
@@ -176,18 +178,29 @@ class ModelCatalog:
         cached = self._cached(project_id, model)
         if isinstance(cached, Endpoint):
             return cached
-        async with self.sessionmaker() as session:
-            tuned = await ModelRepository(session).get(project_id, model)
-        if tuned is None:
-            raise model_not_found(model)
-        endpoint = self._fine_tuned(tuned)
-        self._keep(project_id, model, endpoint)
-        return endpoint
+
+        async def look_up() -> Endpoint:
+            async with self.sessionmaker() as session:
+                tuned = await ModelRepository(session).get(project_id, model)
+            if tuned is None:
+                raise model_not_found(model)
+            endpoint = self._fine_tuned(tuned)
+            self._keep(project_id, model, endpoint)
+            return endpoint
+
+        tuned_endpoint: Endpoint = await self._lookups.run((project_id, "model:" + model), look_up)
+        return tuned_endpoint
 
     async def alias(self, project_id: str, name: str) -> AliasRoute:
         cached = self._cached(project_id, name)
         if isinstance(cached, AliasRoute):
             return cached
+        route: AliasRoute = await self._lookups.run(
+            (project_id, "alias:" + name), lambda: self._look_up(project_id, name)
+        )
+        return route
+
+    async def _look_up(self, project_id: str, name: str) -> AliasRoute:
         alias_name, pin, pinned = name.partition(PIN)
         pinned_number = parse_decimal(pinned) if pin else None
         if pin and pinned_number is None:
