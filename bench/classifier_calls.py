@@ -1,0 +1,224 @@
+"""Benchmark: classifier calls through ftgw against their floor, the model's matrix products alone.
+
+A guard or classifier call is a short prompt (a review sentence, ~20 tokens) and one or two generated tokens. One
+``ftgw serve`` (SQLite, embedded worker) serves SmolLM2-135M-Instruct and a LoRA classifier fine-tuned on it here
+(prompt-completion sentiment rows, the defaults: rank 16 on every projection). For each model and each kind of call
+
+  - ``/v1/classifications`` (labels given for the base model; the fine-tune knows its own),
+  - ``/v1/completions`` with ``max_tokens`` 1, and with ``max_tokens`` 2 (temperature 0),
+
+it measures p50/p95 latency and req/s at 1 connection (``--calls`` calls one after another) and at 8 (8 clients,
+each sending its next call when its answer arrives, ``--calls`` x 2 calls in all).
+
+The floor, measured in the same run while the server is idle: every linear layer of the model (and of the
+adapter: its A and B products) as plain ``torch.mm`` on inputs of the call's shape, with torch's default threads
+(the engine's): the prompt's prefill (B x T rows; the LM head on the B last positions only), then one decode
+step of B rows per generated token after the first. T is the prompt length ftgw reports in ``usage``. What it
+leaves out (attention, norms, activations, tokenizing, HTTP) is ftgw's overhead. Goals (issue 18): p50 at 1
+connection <= 1.25x the floor's B=1 time, req/s at 8 >= 0.8x the floor's 8 / (B=8 time).
+
+    .venv/bin/python bench/classifier_calls.py [--calls 24] [--cache DIR] [--skip-fine-tune]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+import torch  # noqa: E402
+from servers import Gateway, served_gateway  # noqa: E402
+from tasks import SEPARATOR, sentiment  # noqa: E402
+
+from app.providers.local.base_models import SMOLLM2, BaseModelStore  # noqa: E402
+from app.providers.local.hf import load_causal_lm  # noqa: E402
+from app.providers.local.training._spec import DEFAULT_LORA_TARGETS  # noqa: E402
+
+LABELS = ["positive", "negative"]
+LORA_RANK = 16  # the local trainer's default (app/providers/local/training/_spec.py)
+CONCURRENCY = 8
+
+
+# --------------------------------------------------------------------------------------------------- the floor
+
+
+class Floor:
+    """The model's linear layers as bare matrix products, timed on this machine."""
+
+    def __init__(self, cache: Path) -> None:
+        model = load_causal_lm(BaseModelStore(cache).resolve(SMOLLM2), torch.float32, torch.device("cpu"))
+        self.weights = [
+            (name, module.weight.detach().contiguous())
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear)
+        ]
+        self.lora = {
+            name: (torch.randn(LORA_RANK, w.shape[1]) * 0.01, torch.randn(w.shape[0], LORA_RANK) * 0.01)
+            for name, w in self.weights
+            if name.rsplit(".", 1)[-1] in DEFAULT_LORA_TARGETS
+        }
+
+    def seconds(self, tokens: int, batch: int, steps: int, *, adapter: bool, reps: int = 15) -> float:
+        """p50 of ``reps`` timings of the products of a prefill of ``batch`` prompts of ``tokens`` tokens and
+        ``steps`` decode steps."""
+        passes = [batch * tokens] + [batch] * steps
+        inputs = {(rows, w.shape[1]): torch.randn(rows, w.shape[1]) for rows in passes for _, w in self.weights}
+        inputs.update({(batch, w.shape[1]): torch.randn(batch, w.shape[1]) for _, w in self.weights})
+
+        def once() -> None:
+            for rows in passes:
+                for name, w in self.weights:
+                    x = inputs[(batch if name == "lm_head" else rows, w.shape[1])]
+                    torch.mm(x, w.t())
+                    if adapter and name in self.lora:
+                        a, b = self.lora[name]
+                        torch.mm(torch.mm(x, a.t()), b.t())
+
+        with torch.inference_mode():
+            for _ in range(3):
+                once()
+            timings = []
+            for _ in range(reps):
+                started = time.perf_counter()
+                once()
+                timings.append(time.perf_counter() - started)
+        return statistics.median(timings)
+
+
+# --------------------------------------------------------------------------------------------------- the calls
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    path: str
+    steps: int  # decode steps after the prefill
+
+    def body(self, model: str, text: str, fine_tuned: bool) -> dict[str, Any]:
+        if self.path == "/classifications":
+            return {"model": model, "input": text} | ({} if fine_tuned else {"labels": LABELS})
+        return {"model": model, "prompt": text + SEPARATOR, "max_tokens": self.steps + 1, "temperature": 0}
+
+
+KINDS = [
+    Kind("classify", "/classifications", 0),
+    Kind("max_tokens 1", "/completions", 0),
+    Kind("max_tokens 2", "/completions", 1),
+]
+
+
+@dataclass
+class Leg:
+    latencies: list[float]
+    seconds: float
+    prompt_tokens: list[int]
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    def p(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def leg(gateway: Gateway, kind: Kind, model: str, texts: list[str], clients: int, fine_tuned: bool) -> Leg:
+    headers = {"Authorization": f"Bearer {gateway.key}"}
+    latencies: list[float] = []
+    tokens: list[int] = []
+    queue = list(texts)
+    async with httpx.AsyncClient(base_url=gateway.base_url, headers=headers, timeout=120) as http:
+
+        async def client() -> None:
+            while queue:
+                text = queue.pop()
+                started = time.perf_counter()
+                response = await http.post(kind.path, json=kind.body(model, text, fine_tuned))
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    raise SystemExit(f"{kind.name} on {model}: {response.status_code} {response.text[:500]}")
+                tokens.append(response.json()["usage"]["prompt_tokens"])
+
+        started = time.perf_counter()
+        await asyncio.gather(*[client() for _ in range(clients)])
+        return Leg(latencies, time.perf_counter() - started, tokens)
+
+
+def fine_tune(gateway: Gateway) -> str:
+    """A prompt-completion sentiment classifier on SmolLM2 (the sentiment task's 40 training rows, the defaults)."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=gateway.base_url, api_key=gateway.key)
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in sentiment(40, 2).train)
+    file = client.files.create(file=("train.jsonl", data), purpose="fine-tune")
+    while client.files.retrieve(file.id).status not in ("processed", "error"):
+        time.sleep(0.2)
+    job = client.fine_tuning.jobs.create(model=SMOLLM2, training_file=file.id)
+    while job.status not in ("succeeded", "failed", "cancelled"):
+        time.sleep(1)
+        job = client.fine_tuning.jobs.retrieve(job.id)
+    if job.status != "succeeded" or job.fine_tuned_model is None:
+        raise SystemExit(f"fine-tuning job {job.id} {job.status}: {job.error}")
+    return job.fine_tuned_model
+
+
+# --------------------------------------------------------------------------------------------------- report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=24, help="calls per leg at 1 connection (x2 at 8)")
+    default_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ftgw" / "models"
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("FTGW_TEST_MODEL_CACHE", default_cache)))
+    parser.add_argument("--skip-fine-tune", action="store_true", help="the base model only")
+    args = parser.parse_args()
+
+    texts = [r["prompt"].removesuffix(SEPARATOR) for r in sentiment(8, max(args.calls * 2, 48)).test]
+    print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+    with served_gateway(args.cache) as gateway:
+        models = [(SMOLLM2, False)]
+        if not args.skip_fine_tune:
+            started = time.perf_counter()
+            models.append((fine_tune(gateway), True))
+            print(f"fine-tuned {models[-1][0]} in {time.perf_counter() - started:.0f} s", flush=True)
+        results: list[tuple[str, Kind, bool, Leg, Leg]] = []
+        for model, tuned in models:
+            for kind in KINDS:
+                asyncio.run(leg(gateway, kind, model, texts[:4], 1, tuned))  # warm-up (adapter loaded)
+                one = asyncio.run(leg(gateway, kind, model, texts[: args.calls], 1, tuned))
+                many = asyncio.run(leg(gateway, kind, model, texts[: args.calls * 2], CONCURRENCY, tuned))
+                results.append((model, kind, tuned, one, many))
+                print(f"[{model}] {kind.name}: p50 @1 {one.p(0.5) * 1e3:.0f} ms, {many.rate:.2f} req/s @8", flush=True)
+    floor = Floor(args.cache)  # the server is stopped: the floor has the machine to itself
+    print()
+    header = (
+        f"{'model':<12} {'call':<13} {'T':>3} {'p50 @1':>8} {'p95 @1':>8} {'floor B=1':>9} {'ratio':>6} "
+        f"{'req/s @8':>8} {'p50 @8':>8} {'floor @8':>8} {'ratio':>6}"
+    )
+    print(header)
+    for _model, kind, tuned, one, many in results:
+        tokens = round(statistics.median(one.prompt_tokens))
+        single = floor.seconds(tokens, 1, kind.steps, adapter=tuned)
+        batched = CONCURRENCY / floor.seconds(tokens, CONCURRENCY, kind.steps, adapter=tuned)
+        label = "fine-tune" if tuned else "base"
+        print(
+            f"{label:<12} {kind.name:<13} {tokens:>3} {one.p(0.5) * 1e3:>6.0f}ms {one.p(0.95) * 1e3:>6.0f}ms "
+            f"{single * 1e3:>7.0f}ms {one.p(0.5) / single:>5.2f}x {many.rate:>8.2f} {many.p(0.5) * 1e3:>6.0f}ms "
+            f"{batched:>8.2f} {many.rate / batched:>5.2f}x"
+        )
+    print("\ngoals: p50 @1 <= 1.25x the floor (B=1); req/s @8 >= 0.8x the floor's (8 / B=8 time)")
+
+
+if __name__ == "__main__":
+    main()
