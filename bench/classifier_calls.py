@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -38,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 import torch  # noqa: E402
-from servers import Gateway, served_gateway  # noqa: E402
+from servers import Gateway, fine_tuned, served_gateway  # noqa: E402
 from tasks import SEPARATOR, sentiment  # noqa: E402
 
 from app.providers.local.base_models import SMOLLM2, BaseModelStore  # noqa: E402
@@ -160,17 +159,7 @@ def fine_tune(gateway: Gateway) -> str:
     from openai import OpenAI
 
     client = OpenAI(base_url=gateway.base_url, api_key=gateway.key)
-    data = b"".join(json.dumps(r).encode() + b"\n" for r in sentiment(40, 2).train)
-    file = client.files.create(file=("train.jsonl", data), purpose="fine-tune")
-    while client.files.retrieve(file.id).status not in ("processed", "error"):
-        time.sleep(0.2)
-    job = client.fine_tuning.jobs.create(model=SMOLLM2, training_file=file.id)
-    while job.status not in ("succeeded", "failed", "cancelled"):
-        time.sleep(1)
-        job = client.fine_tuning.jobs.retrieve(job.id)
-    if job.status != "succeeded" or job.fine_tuned_model is None:
-        raise SystemExit(f"fine-tuning job {job.id} {job.status}: {job.error}")
-    return job.fine_tuned_model
+    return fine_tuned(client, sentiment(40, 2).train, SMOLLM2)
 
 
 # --------------------------------------------------------------------------------------------------- report

@@ -27,7 +27,6 @@ local engine decodes together); unset, the gateway's defaults (32 and 32).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -43,7 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from openai import OpenAI  # noqa: E402
 from rapidfuzz import fuzz  # noqa: E402
-from servers import served_gateway  # noqa: E402
+from servers import fine_tuned, served_gateway  # noqa: E402
 from tasks import SEPARATOR, sentiment  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
@@ -168,21 +167,8 @@ def fine_tune(client: OpenAI) -> str:
         }
         for r in sentiment(40, 2).train
     ]
-    data = b"".join(json.dumps(r).encode() + b"\n" for r in train)
-    file = client.files.create(file=("train.jsonl", data), purpose="fine-tune")
-    while client.files.retrieve(file.id).status not in ("processed", "error"):
-        time.sleep(0.2)
-    job = client.fine_tuning.jobs.create(
-        model=MODEL,
-        training_file=file.id,
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}},
-    )
-    while job.status not in ("succeeded", "failed", "cancelled"):
-        time.sleep(1)
-        job = client.fine_tuning.jobs.retrieve(job.id)
-    if job.status != "succeeded" or job.fine_tuned_model is None:
-        raise SystemExit(f"fine-tuning job {job.id} {job.status}: {job.error}")
-    return job.fine_tuned_model
+    method = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}}
+    return fine_tuned(client, train, MODEL, method)
 
 
 def _spread(values: list[float], fmt: str) -> str:

@@ -5,6 +5,7 @@ Shared by ``routed_inference.py`` (nginx, LiteLLM, ftgw) and ``local_inference.p
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,3 +142,19 @@ class Gateway:
     base_url: str  # with /v1
     key: str  # its admin key
     log: Path
+
+
+def fine_tuned(client: Any, rows: list[dict[str, Any]], model: str, method: dict[str, Any] | None = None) -> str:
+    """Upload ``rows`` as a fine-tuning file, train ``model`` on them through the gateway ``client`` (an
+    ``openai.OpenAI``) and return the fine-tuned model's id once the job has succeeded."""
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    file = client.files.create(file=("train.jsonl", data), purpose="fine-tune")
+    while client.files.retrieve(file.id).status not in ("processed", "error"):
+        time.sleep(0.2)
+    job = client.fine_tuning.jobs.create(model=model, training_file=file.id, **({"method": method} if method else {}))
+    while job.status not in ("succeeded", "failed", "cancelled"):
+        time.sleep(1)
+        job = client.fine_tuning.jobs.retrieve(job.id)
+    if job.status != "succeeded" or job.fine_tuned_model is None:
+        raise SystemExit(f"fine-tuning job {job.id} {job.status}: {job.error}")
+    return str(job.fine_tuned_model)
