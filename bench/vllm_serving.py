@@ -61,7 +61,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +78,7 @@ from tasks import generation  # noqa: E402
 from tests.vllm_server import VllmServer, VllmServerError  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
+BASE = {"model": MODEL}  # the request fields that pick the model (an adapter's legs name theirs)
 CHAT_MESSAGE = "What is the capital of France?"
 # Mid-sentence openings the model continues for well over 64 tokens (greedy), so that no stream ends early.
 PROMPTS = [
@@ -257,12 +258,10 @@ async def stream_one(
     prompt: str,
     new_tokens: int,
     name: str,
-    model: str = MODEL,
-    extra: dict[str, object] | None = None,
+    fields: Mapping[str, object] = BASE,
 ) -> Stream:
     body = {
-        **(extra or {}),
-        "model": model,
+        **fields,
         "prompt": prompt,
         "max_tokens": new_tokens,
         "temperature": 0,
@@ -307,8 +306,7 @@ async def stream_leg(
     seconds: float,
     new_tokens: int,
     name: str,
-    model: str = MODEL,
-    extra: dict[str, object] | None = None,
+    fields: Mapping[str, object] = BASE,
 ) -> Leg:
     """``streams`` clients, each streaming one completion after another until ``seconds`` have passed."""
     url = f"{base_url}/completions"
@@ -321,7 +319,7 @@ async def stream_leg(
             done: list[Stream] = []
             while True:
                 prompt = PROMPTS[(index + len(done) * streams) % len(PROMPTS)]
-                done.append(await stream_one(session, url, key, prompt, new_tokens, name, model, extra))
+                done.append(await stream_one(session, url, key, prompt, new_tokens, name, fields))
                 if time.perf_counter() >= deadline:
                     return done
 
@@ -349,14 +347,13 @@ def measure_streams(
     key: str,
     args: argparse.Namespace,
     into: dict[int, Leg],
-    model: str = MODEL,
-    extra: dict[str, object] | None = None,
+    fields: Mapping[str, object] = BASE,
 ) -> None:
     warm_streams = max(args.streams)
     print(f"[{name}] warm-up: {warm_streams} streams of 8 tokens", flush=True)
-    asyncio.run(stream_leg(base_url, key, warm_streams, 0, 8, name, model, extra))
+    asyncio.run(stream_leg(base_url, key, warm_streams, 0, 8, name, fields))
     for streams in args.streams:
-        leg = asyncio.run(stream_leg(base_url, key, streams, args.stream_seconds, args.new_tokens, name, model, extra))
+        leg = asyncio.run(stream_leg(base_url, key, streams, args.stream_seconds, args.new_tokens, name, fields))
         into[streams] = leg
         short = sum(1 for s in leg.results if s.completion_tokens < args.new_tokens)
         print(
@@ -621,7 +618,8 @@ def run(args: argparse.Namespace, model_dir: Path, results: Results) -> None:
                     measure_streams("vllm-direct", vllm.url, "none", args, results.anchor)
                 if tuned is not None:
                     vllm.load_adapter(ADAPTER, tuned.adapter)
-                    measure_streams("vllm-adapter", vllm.url, "none", args, results.anchor_adapter, ADAPTER)
+                    adapter = {"model": ADAPTER}
+                    measure_streams("vllm-adapter", vllm.url, "none", args, results.anchor_adapter, adapter)
             if args.skip_engines:
                 return
             print("[vllm] stopped", flush=True)
@@ -635,10 +633,8 @@ def run(args: argparse.Namespace, model_dir: Path, results: Results) -> None:
             measure_streams("ftgw-local", gateway.base_url, gateway.key, args, results.ours)
             if tuned is not None:
                 # The prompts as they are, as vLLM gets them: not in the fine-tune's own prompt format.
-                raw: dict[str, object] = {"apply_prompt_format": False}
-                measure_streams(
-                    "ftgw-adapter", gateway.base_url, gateway.key, args, results.ours_adapter, tuned.model, raw
-                )
+                fine_tune = {"model": tuned.model, "apply_prompt_format": False}
+                measure_streams("ftgw-adapter", gateway.base_url, gateway.key, args, results.ours_adapter, fine_tune)
     finally:
         if args.keep_run_dir:
             print(f"kept {run_dir}")

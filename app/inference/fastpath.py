@@ -14,7 +14,7 @@ body-limit and exit-stack layers, the route table walk, dependency resolution, a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from fastapi import FastAPI
@@ -35,7 +35,12 @@ SCHEMAS: dict[str, type[InferenceRequest]] = {
     "/v1/completions": CompletionRequest,
 }
 _AUTHORIZATION, _CONTENT_TYPE, _STICKY = b"authorization", b"content-type", b"x-ftgw-sticky-key"
-Call = tuple[InferenceRequest, str, str | None]  # the validated body, the bearer key, the sticky key
+
+
+class Call(NamedTuple):
+    body: InferenceRequest  # validated
+    secret: str  # the bearer key
+    sticky: str | None  # X-FTGW-Sticky-Key
 
 
 def install(app: FastAPI) -> None:
@@ -67,7 +72,7 @@ class InferenceFastPath:
         schema, route = found
         messages = await _read_body(receive)
         call = _accepted(scope, schema, messages)
-        principal = cached_principal(call[1], self.state.auth_cache) if call is not None else None
+        principal = cached_principal(call.secret, self.state.auth_cache) if call is not None else None
         if call is None or principal is None:  # the route judges it (and looks up a key it has not seen lately)
             FAST_PATH_DEFERRED.inc()
             await self.app(scope, _replaying(messages, receive), send)
@@ -76,7 +81,7 @@ class InferenceFastPath:
         scope["route"] = route  # the metrics label the route would have set
         scope["app"] = self.gateway_app  # as Starlette sets it for the routes
         try:
-            response = await served_response(receive, self.state.inference, principal, call[0], call[2])
+            response = await served_response(receive, self.state.inference, principal, call.body, call.sticky)
         except GatewayError as exc:
             response = gateway_error_response(exc)
         except Exception as exc:
@@ -107,7 +112,7 @@ def _accepted(scope: Scope, schema: type[InferenceRequest], messages: list[Messa
         if not isinstance(data, dict):
             return None
         # orjson refuses what else cannot be stored (infinities, NaN, lone surrogates): see RequestSchema.
-        return schema.model_validate(data, context=STORABLE), secret, sticky
+        return Call(schema.model_validate(data, context=STORABLE), secret, sticky)
     except (AuthenticationFailed, orjson.JSONDecodeError, ValidationError):
         return None
 

@@ -113,7 +113,9 @@ class ModelCatalog:
             for info in provider.base_models():
                 self.base[info.id] = self.address(provider.name, info.id, None)
         self._projects: dict[str, dict[str, tuple[float, Any]]] = {}
-        self._lookups: SingleFlight[tuple[str, str], Any] = SingleFlight()  # one database lookup per name at a time
+        # One database lookup per (project, name) at a time, whoever else waits for it.
+        self._model_lookups: SingleFlight[tuple[str, str], Endpoint] = SingleFlight()
+        self._alias_lookups: SingleFlight[tuple[str, str], AliasRoute] = SingleFlight()
         self.announce: Callable[[str], None] | None = None  # with Redis: tells the other replicas (app/shared)
 
     # --- cache ---------------------------------------------------------------------------------------------------
@@ -178,29 +180,24 @@ class ModelCatalog:
         cached = self._cached(project_id, model)
         if isinstance(cached, Endpoint):
             return cached
+        return await self._model_lookups.run((project_id, model), lambda: self._look_up_model(project_id, model))
 
-        async def look_up() -> Endpoint:
-            async with self.sessionmaker() as session:
-                tuned = await ModelRepository(session).get(project_id, model)
-            if tuned is None:
-                raise model_not_found(model)
-            endpoint = self._fine_tuned(tuned)
-            self._keep(project_id, model, endpoint)
-            return endpoint
-
-        tuned_endpoint: Endpoint = await self._lookups.run((project_id, "model:" + model), look_up)
-        return tuned_endpoint
+    async def _look_up_model(self, project_id: str, model: str) -> Endpoint:
+        async with self.sessionmaker() as session:
+            tuned = await ModelRepository(session).get(project_id, model)
+        if tuned is None:
+            raise model_not_found(model)
+        endpoint = self._fine_tuned(tuned)
+        self._keep(project_id, model, endpoint)
+        return endpoint
 
     async def alias(self, project_id: str, name: str) -> AliasRoute:
         cached = self._cached(project_id, name)
         if isinstance(cached, AliasRoute):
             return cached
-        route: AliasRoute = await self._lookups.run(
-            (project_id, "alias:" + name), lambda: self._look_up(project_id, name)
-        )
-        return route
+        return await self._alias_lookups.run((project_id, name), lambda: self._look_up_alias(project_id, name))
 
-    async def _look_up(self, project_id: str, name: str) -> AliasRoute:
+    async def _look_up_alias(self, project_id: str, name: str) -> AliasRoute:
         alias_name, pin, pinned = name.partition(PIN)
         pinned_number = parse_decimal(pinned) if pin else None
         if pin and pinned_number is None:
