@@ -28,7 +28,8 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 import torch  # noqa: E402
-from servers import Gateway, fine_tuned, served_gateway  # noqa: E402
+from servers import BenchError, Gateway, fine_tuned, served_gateway  # noqa: E402
 from tasks import SEPARATOR, sentiment  # noqa: E402
 
 from app.providers.local.base_models import SMOLLM2, BaseModelStore  # noqa: E402
@@ -94,6 +95,12 @@ class Floor:
                 timings.append(time.perf_counter() - started)
         return statistics.median(timings)
 
+    def call_figures(self, tokens: int, steps: int, *, adapter: bool) -> tuple[float, float]:
+        """The floor of a call of ``tokens`` prompt tokens and ``steps`` decode steps: seconds for one call alone
+        (B=1), and calls per second at ``CONCURRENCY`` (``CONCURRENCY`` / the B=``CONCURRENCY`` time)."""
+        single = self.seconds(tokens, 1, steps, adapter=adapter)
+        return single, CONCURRENCY / self.seconds(tokens, CONCURRENCY, steps, adapter=adapter)
+
 
 # --------------------------------------------------------------------------------------------------- the calls
 
@@ -110,11 +117,14 @@ class Kind:
         return {"model": model, "prompt": text + SEPARATOR, "max_tokens": self.steps + 1, "temperature": 0}
 
 
-KINDS = [
-    Kind("classify", "/classifications", 0),
-    Kind("max_tokens 1", "/completions", 0),
-    Kind("max_tokens 2", "/completions", 1),
-]
+CLASSIFY = Kind("classify", "/classifications", 0)
+MAX_TOKENS_1 = Kind("max_tokens 1", "/completions", 0)
+KINDS = [CLASSIFY, MAX_TOKENS_1, Kind("max_tokens 2", "/completions", 1)]
+
+
+def classifier_texts(count: int) -> list[str]:
+    """``count`` (at least 48) held-out review sentences of the sentiment task, without the prompt's separator."""
+    return [r["prompt"].removesuffix(SEPARATOR) for r in sentiment(8, max(count, 48)).test]
 
 
 @dataclass
@@ -132,26 +142,45 @@ class Leg:
         return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def leg(gateway: Gateway, kind: Kind, model: str, texts: list[str], clients: int, fine_tuned: bool) -> Leg:
-    headers = {"Authorization": f"Bearer {gateway.key}"}
-    latencies: list[float] = []
-    tokens: list[int] = []
-    queue = list(texts)
-    async with httpx.AsyncClient(base_url=gateway.base_url, headers=headers, timeout=120) as http:
+@dataclass(frozen=True)
+class Calls:
+    """One kind of call to one model of an OpenAI-compatible server; ``extra``: more fields of every request."""
 
-        async def client() -> None:
-            while queue:
-                text = queue.pop()
-                started = time.perf_counter()
-                response = await http.post(kind.path, json=kind.body(model, text, fine_tuned))
-                latencies.append(time.perf_counter() - started)
-                if response.status_code != 200:
-                    raise SystemExit(f"{kind.name} on {model}: {response.status_code} {response.text[:500]}")
-                tokens.append(response.json()["usage"]["prompt_tokens"])
+    base_url: str  # with /v1
+    key: str
+    kind: Kind
+    model: str
+    fine_tuned: bool
+    extra: Mapping[str, object] = field(default_factory=dict)
 
-        started = time.perf_counter()
-        await asyncio.gather(*[client() for _ in range(clients)])
-        return Leg(latencies, time.perf_counter() - started, tokens)
+    async def leg(self, texts: list[str], clients: int) -> Leg:
+        """``texts`` from ``clients`` clients, each sending its next call when its answer arrives."""
+        headers = {"Authorization": f"Bearer {self.key}"}
+        latencies: list[float] = []
+        tokens: list[int] = []
+        queue = list(texts)
+        async with httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=120) as http:
+
+            async def client() -> None:
+                while queue:
+                    body = self.kind.body(self.model, queue.pop(), self.fine_tuned) | dict(self.extra)
+                    started = time.perf_counter()
+                    response = await http.post(self.kind.path, json=body)
+                    latencies.append(time.perf_counter() - started)
+                    if response.status_code != 200:
+                        problem = f"{response.status_code} {response.text[:500]}"
+                        raise BenchError(f"{self.kind.name} on {self.model}: {problem}")
+                    tokens.append(response.json()["usage"]["prompt_tokens"])
+
+            started = time.perf_counter()
+            await asyncio.gather(*[client() for _ in range(clients)])
+            return Leg(latencies, time.perf_counter() - started, tokens)
+
+    def measure(self, texts: list[str], calls: int) -> tuple[Leg, Leg]:
+        """A warm-up (4 calls, an adapter loaded), then ``calls`` calls at 1 connection and ``calls`` x 2 at
+        ``CONCURRENCY``."""
+        asyncio.run(self.leg(texts[:4], 1))
+        return asyncio.run(self.leg(texts[:calls], 1)), asyncio.run(self.leg(texts[: calls * 2], CONCURRENCY))
 
 
 def fine_tune(gateway: Gateway) -> str:
@@ -173,7 +202,7 @@ def main() -> None:
     parser.add_argument("--skip-fine-tune", action="store_true", help="the base model only")
     args = parser.parse_args()
 
-    texts = [r["prompt"].removesuffix(SEPARATOR) for r in sentiment(8, max(args.calls * 2, 48)).test]
+    texts = classifier_texts(args.calls * 2)
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
     with served_gateway(args.cache) as gateway:
         models = [(SMOLLM2, False)]
@@ -184,9 +213,7 @@ def main() -> None:
         results: list[tuple[str, Kind, bool, Leg, Leg]] = []
         for model, tuned in models:
             for kind in KINDS:
-                asyncio.run(leg(gateway, kind, model, texts[:4], 1, tuned))  # warm-up (adapter loaded)
-                one = asyncio.run(leg(gateway, kind, model, texts[: args.calls], 1, tuned))
-                many = asyncio.run(leg(gateway, kind, model, texts[: args.calls * 2], CONCURRENCY, tuned))
+                one, many = Calls(gateway.base_url, gateway.key, kind, model, tuned).measure(texts, args.calls)
                 results.append((model, kind, tuned, one, many))
                 print(f"[{model}] {kind.name}: p50 @1 {one.p(0.5) * 1e3:.0f} ms, {many.rate:.2f} req/s @8", flush=True)
     floor = Floor(args.cache)  # the server is stopped: the floor has the machine to itself
@@ -198,8 +225,7 @@ def main() -> None:
     print(header)
     for _model, kind, tuned, one, many in results:
         tokens = round(statistics.median(one.prompt_tokens))
-        single = floor.seconds(tokens, 1, kind.steps, adapter=tuned)
-        batched = CONCURRENCY / floor.seconds(tokens, CONCURRENCY, kind.steps, adapter=tuned)
+        single, batched = floor.call_figures(tokens, kind.steps, adapter=tuned)
         label = "fine-tune" if tuned else "base"
         print(
             f"{label:<12} {kind.name:<13} {tokens:>3} {one.p(0.5) * 1e3:>6.0f}ms {one.p(0.95) * 1e3:>6.0f}ms "

@@ -44,7 +44,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -52,7 +51,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from servers import BenchError, ftgw_command, http_status, port_in_use, started, wait_ready
+from servers import BenchError, ftgw_command, http_status, port_in_use, started, temporary_run_dir, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BENCH = Path(os.environ.get("FTGW_SHARED_BENCH", REPO.parent / "shared" / "bench"))
@@ -486,42 +485,41 @@ def report_idle(seconds: float = 1.0) -> None:
 
 def run(args: argparse.Namespace, results: dict[str, TargetResult]) -> None:
     """Measure each target in turn into ``results`` (kept by the caller, so a later failure loses nothing)."""
+    with temporary_run_dir("ftgw-bench-routed-", args.keep_run_dir) as run_dir:
+        report_idle()
+        measure_targets(args, run_dir, results)
+
+
+def measure_targets(args: argparse.Namespace, run_dir: Path, results: dict[str, TargetResult]) -> None:
+    """nginx, then each target ``args`` leaves in, started in front of it one at a time, measured into ``results``;
+    their logs under ``run_dir``."""
     options = WrkOptions(args.duration, args.warmup, args.connections, args.threads, args.timeout)
-    run_dir = Path(tempfile.mkdtemp(prefix="ftgw-bench-routed-"))
-    print(f"RUN_DIR {run_dir}", flush=True)
-    report_idle()
-    try:
-        with ExitStack() as stack:
-            nginx_url = start_nginx(stack, run_dir, args.upstream_port)
-            results["nginx"] = measure("nginx", nginx_url, write_lua(run_dir, "nginx", UPSTREAM_MODEL, "x"), options)
-            if not args.skip_litellm:
-                with ExitStack() as litellm_stack:
-                    url, key = start_litellm(
-                        litellm_stack, run_dir, args.litellm_bin, args.litellm_port, args.upstream_port
-                    )
-                    lua = write_lua(run_dir, "litellm", UPSTREAM_MODEL, key)
-                    results["litellm"] = measure("litellm", url, lua, options)
-            if not args.skip_passthrough:
-                with ExitStack() as passthrough_stack:
-                    url = start_passthrough(passthrough_stack, run_dir, args.passthrough_port, args.upstream_port)
-                    lua = write_lua(run_dir, "passthrough", UPSTREAM_MODEL, "x")
-                    results["passthrough"] = measure("passthrough", url, lua, options)
-            if not args.skip_ftgw:
-                with ExitStack() as ftgw_stack:
-                    url, key, pid = start_ftgw(
-                        ftgw_stack, run_dir, args.ftgw_workers, args.ftgw_port, args.upstream_port, args.redis_url
-                    )
-                    before = resident_kib(pid)
-                    results["ftgw"] = measure("ftgw", url, write_lua(run_dir, "ftgw", ALIAS, key), options)
-                    after = resident_kib(pid)
-                    if before is not None and after is not None:
-                        mib = f"{before / 1024:.1f} MiB before its legs, {after / 1024:.1f} MiB after"
-                        print(f"[ftgw] resident memory {mib}")
-    finally:
-        if args.keep_run_dir:
-            print(f"kept {run_dir}")
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)
+    with ExitStack() as stack:
+        nginx_url = start_nginx(stack, run_dir, args.upstream_port)
+        results["nginx"] = measure("nginx", nginx_url, write_lua(run_dir, "nginx", UPSTREAM_MODEL, "x"), options)
+        if not args.skip_litellm:
+            with ExitStack() as litellm_stack:
+                url, key = start_litellm(
+                    litellm_stack, run_dir, args.litellm_bin, args.litellm_port, args.upstream_port
+                )
+                lua = write_lua(run_dir, "litellm", UPSTREAM_MODEL, key)
+                results["litellm"] = measure("litellm", url, lua, options)
+        if not args.skip_passthrough:
+            with ExitStack() as passthrough_stack:
+                url = start_passthrough(passthrough_stack, run_dir, args.passthrough_port, args.upstream_port)
+                lua = write_lua(run_dir, "passthrough", UPSTREAM_MODEL, "x")
+                results["passthrough"] = measure("passthrough", url, lua, options)
+        if not args.skip_ftgw:
+            with ExitStack() as ftgw_stack:
+                url, key, pid = start_ftgw(
+                    ftgw_stack, run_dir, args.ftgw_workers, args.ftgw_port, args.upstream_port, args.redis_url
+                )
+                before = resident_kib(pid)
+                results["ftgw"] = measure("ftgw", url, write_lua(run_dir, "ftgw", ALIAS, key), options)
+                after = resident_kib(pid)
+                if before is not None and after is not None:
+                    mib = f"{before / 1024:.1f} MiB before its legs, {after / 1024:.1f} MiB after"
+                    print(f"[ftgw] resident memory {mib}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """Processes for the benchmarks: start a server in its own session, wait until it answers, kill its whole group.
 
-Shared by ``routed_inference.py`` (nginx, LiteLLM, ftgw) and ``local_inference.py --http`` (ftgw).
+Shared by ``routed_inference.py`` (nginx, LiteLLM, ftgw), ``local_inference.py --http`` (ftgw) and the benchmarks
+that build on them; also the temporary RUN_DIR their logs go to.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,6 +55,20 @@ def started(name: str, args: list[str], run_dir: Path, env: dict[str, str] | Non
             _kill_group(process)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+@contextmanager
+def temporary_run_dir(prefix: str, keep: bool) -> Iterator[Path]:
+    """A fresh temporary folder for a run's logs, printed as RUN_DIR; removed on exit unless ``keep``."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    print(f"RUN_DIR {path}", flush=True)
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"kept {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

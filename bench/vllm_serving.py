@@ -58,13 +58,13 @@ import signal
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -72,7 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp  # noqa: E402
 from routed_inference import TargetResult, WrkOptions, post_json, report_idle, wrk  # noqa: E402
-from servers import BenchError, Gateway, fine_tuned, served_gateway  # noqa: E402
+from servers import BenchError, Gateway, fine_tuned, served_gateway, temporary_run_dir  # noqa: E402
 from tasks import generation  # noqa: E402
 
 from tests.vllm_server import VllmServer, VllmServerError  # noqa: E402
@@ -467,18 +467,41 @@ def report_agreement(ours_legs: dict[int, Leg], anchor_legs: dict[int, Leg]) -> 
 # --------------------------------------------------------------------------------------------------- main
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def stream_counts(text: str) -> list[int]:
+    """``--streams``: concurrent stream counts, comma-separated, each at least 1."""
+    try:
+        counts = sorted({int(n) for n in text.split(",") if n.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"integers separated by commas, not {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("at least one count, each >= 1")
+    return counts
+
+
+def add_engine_options(parser: argparse.ArgumentParser, streams: str, what: str) -> None:
+    """The options of vLLM's start and of the streamed legs (:func:`measure_streams` reads them); ``what`` names
+    those legs in the help."""
     default_cache = os.environ.get("FTGW_MODEL_CACHE_DIR") or "/work/model-cache"
     parser.add_argument("--model-cache", type=Path, default=Path(default_cache), help=f"({default_cache})")
+    parser.add_argument("--vllm-startup-timeout", type=float, default=600, help="seconds (600)")
+    parser.add_argument("--stream-seconds", type=float, default=15, help=f"{what}: seconds per stream count (15)")
+    parser.add_argument(
+        "--streams",
+        type=stream_counts,
+        default=streams,
+        help=f"{what}: concurrent streams, comma-separated ({streams})",
+    )
+    parser.add_argument("--new-tokens", type=int, default=64, help=f"{what}: max_tokens of each stream (64)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_engine_options(parser, "1,8", "(b)")
     parser.add_argument("--seconds", type=float, default=10, help="(a): seconds of each measured wrk run (10)")
     parser.add_argument("--warmup", type=float, default=5, help="(a): seconds of wrk warm-up per target (5; 0: none)")
     parser.add_argument("--connections", type=int, default=16, help="(a): connections of the loaded run (16)")
     parser.add_argument("--threads", type=int, default=1, help="(a): wrk threads (1: 2-core box)")
     parser.add_argument("--timeout", type=float, default=30, help="(a): wrk's per-request timeout in seconds (30)")
-    parser.add_argument("--stream-seconds", type=float, default=15, help="(b): seconds per concurrency level (15)")
-    parser.add_argument("--streams", default="1,8", help="(b): concurrent streams, comma-separated (1,8)")
-    parser.add_argument("--new-tokens", type=int, default=64, help="(b): max_tokens of each stream (64)")
     parser.add_argument("--vllm-kv-cache", default="256M", help="vLLM's --kv-cache-memory-bytes (256M)")
     parser.add_argument(
         "--vllm-lora",
@@ -500,7 +523,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="(b): OMP_NUM_THREADS of ftgw's engine (default: torch's, the cores)",
     )
-    parser.add_argument("--vllm-startup-timeout", type=float, default=600, help="seconds (600)")
     parser.add_argument(
         "--adapter",
         action="store_true",
@@ -510,12 +532,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-engines", action="store_true", help="skip (b)")
     parser.add_argument("--keep-run-dir", action="store_true", help="keep the temporary RUN_DIR (logs) after")
     args = parser.parse_args(argv)
-    try:
-        args.streams = sorted({int(n) for n in args.streams.split(",") if n.strip()})
-    except ValueError:
-        parser.error(f"--streams: integers separated by commas, not {args.streams!r}")
-    if not args.streams or min(args.streams) < 1:
-        parser.error("--streams: at least one level, each >= 1")
     if any("=" not in item for item in args.vllm_env):
         parser.error("--vllm-env: NAME=VALUE")
     args.vllm_env = dict(item.split("=", 1) for item in args.vllm_env)
@@ -566,14 +582,14 @@ class Tuned:
     adapter: Path  # its PEFT folder, which vLLM loads too
 
 
-def fine_tune_adapter(gateway: Gateway) -> Tuned:
-    """A LoRA adapter on the base model, trained by ftgw's local provider (the generation task's 40 rows, the
-    defaults), and the folder it was saved to (the artifact the gateway's database names)."""
+def fine_tune_adapter(gateway: Gateway, rows: list[dict[str, Any]]) -> Tuned:
+    """A LoRA adapter on the base model, trained by ftgw's local provider on ``rows`` (the defaults), and the folder
+    it was saved to (the artifact the gateway's database names)."""
     from openai import OpenAI
 
     client = OpenAI(base_url=gateway.base_url, api_key=gateway.key)
     started = time.perf_counter()
-    model = fine_tuned(client, generation(40, 2).train, MODEL)
+    model = fine_tuned(client, rows, MODEL)
     data_dir = gateway.log.parent  # served_gateway's FTGW_DATA_DIR, which holds the log, the database, the adapters
     with sqlite3.connect(data_dir / "ftgw.db") as db:
         row = db.execute("SELECT artifact FROM fine_tuned_models WHERE id = ?", (model,)).fetchone()
@@ -587,80 +603,77 @@ def run(args: argparse.Namespace, model_dir: Path, results: Results) -> None:
     """(a), then (b) on vLLM, then vLLM stopped, then (b) on ftgw's engine, one server under load at a time. With
     ``--adapter`` the ftgw that measures (b) starts first and fine-tunes the adapter (its embedded worker on), then
     stays idle while vLLM is measured."""
-    run_dir = Path(tempfile.mkdtemp(prefix="ftgw-bench-vllm-"))
-    print(f"RUN_DIR {run_dir}", flush=True)
-    report_idle()
-    options = WrkOptions(args.seconds, args.warmup, args.connections, args.threads, args.timeout)
-    try:
-        with ExitStack() as ours:
-            gateway: Gateway | None = None
-            tuned: Tuned | None = None
-            if args.adapter and not args.skip_engines:
-                print("[ftgw-local] starting ftgw serve to fine-tune the adapter", flush=True)
-                gateway = ours.enter_context(gateway_logged(args.model_cache, {}, "ftgw local"))
-                tuned = fine_tune_adapter(gateway)
-            server = VllmServer if args.vllm_lora == "on" else BaseOnlyVllm
-            vllm = server(
-                model_dir,
-                MODEL,
-                max_loras=1,
-                kv_cache_bytes=args.vllm_kv_cache,
-                startup_timeout=args.vllm_startup_timeout,
-                log_path=run_dir / "vllm.log",
-                extra_env=args.vllm_env,
-            )
-            print(f"[vllm] starting on {vllm.url}, LoRA {args.vllm_lora} (log {vllm.log_path})", flush=True)
-            with vllm:
-                print(f"[vllm] ready in {vllm.startup_seconds:.0f} s; {vllm_threads(vllm)}", flush=True)
-                if not args.skip_routed:
-                    run_routed(run_dir, vllm, args.model_cache, options, results)
-                if not args.skip_engines:
-                    measure_streams("vllm-direct", vllm.url, "none", args, results.anchor)
-                if tuned is not None:
-                    vllm.load_adapter(ADAPTER, tuned.adapter)
-                    adapter = {"model": ADAPTER}
-                    measure_streams("vllm-adapter", vllm.url, "none", args, results.anchor_adapter, adapter)
-            if args.skip_engines:
-                return
-            print("[vllm] stopped", flush=True)
-            if gateway is None:
-                env = {"FTGW_EMBEDDED_WORKER": "false"}
-                if args.ftgw_threads:
-                    env["OMP_NUM_THREADS"] = str(args.ftgw_threads)
-                threads = args.ftgw_threads or f"torch's default ({os.cpu_count()} cores)"
-                print(f"[ftgw-local] starting ftgw serve on its own engine, torch threads {threads}", flush=True)
-                gateway = ours.enter_context(gateway_logged(args.model_cache, env, "ftgw local"))
-            measure_streams("ftgw-local", gateway.base_url, gateway.key, args, results.ours)
+    with temporary_run_dir("ftgw-bench-vllm-", args.keep_run_dir) as run_dir, ExitStack() as ours:
+        report_idle()
+        options = WrkOptions(args.seconds, args.warmup, args.connections, args.threads, args.timeout)
+        gateway: Gateway | None = None
+        tuned: Tuned | None = None
+        if args.adapter and not args.skip_engines:
+            print("[ftgw-local] starting ftgw serve to fine-tune the adapter", flush=True)
+            gateway = ours.enter_context(gateway_logged(args.model_cache, {}, "ftgw local"))
+            tuned = fine_tune_adapter(gateway, generation(40, 2).train)
+        server = VllmServer if args.vllm_lora == "on" else BaseOnlyVllm
+        vllm = server(
+            model_dir,
+            MODEL,
+            max_loras=1,
+            kv_cache_bytes=args.vllm_kv_cache,
+            startup_timeout=args.vllm_startup_timeout,
+            log_path=run_dir / "vllm.log",
+            extra_env=args.vllm_env,
+        )
+        print(f"[vllm] starting on {vllm.url}, LoRA {args.vllm_lora} (log {vllm.log_path})", flush=True)
+        with vllm:
+            print(f"[vllm] ready in {vllm.startup_seconds:.0f} s; {vllm_threads(vllm)}", flush=True)
+            if not args.skip_routed:
+                run_routed(run_dir, vllm, args.model_cache, options, results)
+            if not args.skip_engines:
+                measure_streams("vllm-direct", vllm.url, "none", args, results.anchor)
             if tuned is not None:
-                # The prompts as they are, as vLLM gets them: not in the fine-tune's own prompt format.
-                fine_tune = {"model": tuned.model, "apply_prompt_format": False}
-                measure_streams("ftgw-adapter", gateway.base_url, gateway.key, args, results.ours_adapter, fine_tune)
-    finally:
-        if args.keep_run_dir:
-            print(f"kept {run_dir}")
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)
+                vllm.load_adapter(ADAPTER, tuned.adapter)
+                adapter = {"model": ADAPTER}
+                measure_streams("vllm-adapter", vllm.url, "none", args, results.anchor_adapter, adapter)
+        if args.skip_engines:
+            return
+        print("[vllm] stopped", flush=True)
+        if gateway is None:
+            env = {"FTGW_EMBEDDED_WORKER": "false"}
+            if args.ftgw_threads:
+                env["OMP_NUM_THREADS"] = str(args.ftgw_threads)
+            threads = args.ftgw_threads or f"torch's default ({os.cpu_count()} cores)"
+            print(f"[ftgw-local] starting ftgw serve on its own engine, torch threads {threads}", flush=True)
+            gateway = ours.enter_context(gateway_logged(args.model_cache, env, "ftgw local"))
+        measure_streams("ftgw-local", gateway.base_url, gateway.key, args, results.ours)
+        if tuned is not None:
+            # The prompts as they are, as vLLM gets them: not in the fine-tune's own prompt format.
+            fine_tune = {"model": tuned.model, "apply_prompt_format": False}
+            measure_streams("ftgw-adapter", gateway.base_url, gateway.key, args, results.ours_adapter, fine_tune)
+
+
+def run_reported(run: Callable[[], None], report: Callable[[], None], errors: list[str]) -> int:
+    """``run``, then ``report`` and the ``errors`` it noted, also after a failure or Ctrl-C (SIGTERM and SIGHUP unwind
+    like it, so that every server is stopped); the exit status."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
+    try:
+        run()
+    except (BenchError, VllmServerError) as error:
+        errors.append(str(error))
+    except KeyboardInterrupt:
+        report()
+        print("interrupted: servers stopped", file=sys.stderr)
+        return 130
+    report()
+    for problem in errors:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     model_dir = check_tools(args)
-    # SIGTERM/SIGHUP unwind like Ctrl-C, so that every server is stopped.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.default_int_handler)
     results = Results()
-    try:
-        run(args, model_dir, results)
-    except (BenchError, VllmServerError) as error:
-        results.errors.append(str(error))
-    except KeyboardInterrupt:
-        print_report(results, args)
-        print("interrupted: servers stopped", file=sys.stderr)
-        return 130
-    print_report(results, args)
-    for problem in results.errors:
-        print(f"error: {problem}", file=sys.stderr)
-    return 1 if results.errors else 0
+    return run_reported(lambda: run(args, model_dir, results), lambda: print_report(results, args), results.errors)
 
 
 if __name__ == "__main__":
