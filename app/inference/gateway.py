@@ -53,6 +53,18 @@ class Served:
         return headers
 
 
+class InFlight:
+    """The inference calls this process has accepted and not yet answered (an answer streamed counts as answered
+    once its first chunk is ready). The local engine asks it whether a call that wakes it is alone."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def others(self) -> bool:
+        """Whether a call besides the caller's is in flight."""
+        return self.calls > 1
+
+
 class InferenceGateway:
     def __init__(
         self,
@@ -60,14 +72,23 @@ class InferenceGateway:
         backends: Backends,
         meter: UsageMeter,
         limiter: Limiter,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.catalog = catalog
         self.backends = backends
         self.meter = meter
         self.limiter = limiter
+        self.in_flight = in_flight or InFlight()
         self._upkeep: set[asyncio.Task[None]] = set()  # warming and forgetting models, in the background
 
     async def serve(self, principal: Principal, body: Request, sticky: str | None) -> Served:
+        self.in_flight.calls += 1
+        try:
+            return await self._serve(principal, body, sticky)
+        finally:
+            self.in_flight.calls -= 1
+
+    async def _serve(self, principal: Principal, body: Request, sticky: str | None) -> Served:
         await self.limiter.check(principal)
         plan = await self.catalog.plan(principal.project_id, body.model, sticky or body.user)
         if plan.guard is not None:
@@ -94,6 +115,15 @@ class InferenceGateway:
         self, principal: Principal, body: ClassificationRequest, sticky: str | None
     ) -> ClassificationResponse:
         """Label probabilities for each input from a classifier (a model or an alias's chosen target)."""
+        self.in_flight.calls += 1
+        try:
+            return await self._classify(principal, body, sticky)
+        finally:
+            self.in_flight.calls -= 1
+
+    async def _classify(
+        self, principal: Principal, body: ClassificationRequest, sticky: str | None
+    ) -> ClassificationResponse:
         await self.limiter.check(principal)
         plan = await self.catalog.plan(principal.project_id, body.model, sticky)
         endpoint = next((e for e in plan.candidates if e is not None), None)

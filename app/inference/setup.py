@@ -3,6 +3,8 @@ standalone worker (which runs eval runs through its own gateway) build it the sa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -10,7 +12,7 @@ from app.inference.backends import Backend, Backends
 from app.inference.backends.local import LocalBackend
 from app.inference.backends.upstream import UpstreamBackend
 from app.inference.backends.vllm import VllmBackend
-from app.inference.gateway import InferenceGateway
+from app.inference.gateway import InferenceGateway, InFlight
 from app.inference.upstream import UpstreamClient
 from app.providers.registry import ProviderRegistry
 from app.registry.routing import ModelCatalog
@@ -20,9 +22,12 @@ from app.usage.service import UsageMeter
 LOCAL = "local"
 
 
-def build_backends(settings: Settings, providers: ProviderRegistry) -> Backends:
+def build_backends(
+    settings: Settings, providers: ProviderRegistry, more_coming: Callable[[], bool] | None = None
+) -> Backends:
     """The local engine, one backend per upstream provider, one per vLLM fleet (which then serves the local
-    models of its base model, base and fine-tuned alike)."""
+    models of its base model, base and fine-tuned alike). ``more_coming`` tells the local engine whether other
+    calls are on their way (:class:`InFlight`)."""
     local = providers.get(LOCAL)
     backends: list[Backend] = [
         LocalBackend(
@@ -30,6 +35,7 @@ def build_backends(settings: Settings, providers: ProviderRegistry) -> Backends:
             max_adapters=settings.engine_max_adapters,
             max_batch_size=settings.engine_max_batch_size,
             default_max_tokens=settings.default_max_tokens,
+            more_coming=more_coming,
         )
     ]
     backends += [UpstreamBackend(UpstreamClient(config)) for config in settings.providers]
@@ -50,6 +56,7 @@ def build_gateway(
 ) -> InferenceGateway:
     """A gateway with the settings' backends and routing, metering usage into ``meter`` (the caller flushes it),
     rate limits in this process unless ``limiter`` is shared. The caller closes ``gateway.backends``."""
-    backends = build_backends(settings, providers)
+    in_flight = InFlight()
+    backends = build_backends(settings, providers, in_flight.others)
     catalog = ModelCatalog(providers, sessionmaker, ttl_seconds=settings.route_cache_seconds, serving=backends.serving)
-    return InferenceGateway(catalog, backends, meter, limiter or RateLimiter())
+    return InferenceGateway(catalog, backends, meter, limiter or RateLimiter(), in_flight)

@@ -180,6 +180,10 @@ def test_engine_bounds_come_from_settings(database_url: str, tmp_path: Path, mod
         assert client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=2).usage.completion_tokens > 0
         engine = gw.app.state.inference.backends.get("local").engine()  # the local backend's, created by that request
         assert (engine.max_adapters, engine.max_batch_size) == (3, 5)
+        # The engine hears from the gateway whether other calls are on their way; none is once answered.
+        inference = gw.app.state.inference
+        assert inference.backends.get("local").more_coming == inference.in_flight.others
+        assert inference.in_flight.calls == 0
         # A chat completion without max_tokens stops at FTGW_DEFAULT_MAX_TOKENS, each of its choices.
         chat = client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "Tell me everything."}], n=2, temperature=0

@@ -3,6 +3,8 @@ process that serves no local model never loads torch."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from app.errors import InvalidRequest
 from app.inference import local
 from app.inference.answer import Answer
@@ -16,18 +18,30 @@ from app.registry.routing import Endpoint
 
 class LocalBackend:
     def __init__(
-        self, store: BaseModelStore, *, max_adapters: int, max_batch_size: int, default_max_tokens: int
+        self,
+        store: BaseModelStore,
+        *,
+        max_adapters: int,
+        max_batch_size: int,
+        default_max_tokens: int,
+        more_coming: Callable[[], bool] | None = None,
     ) -> None:
         self.name = "local"
         self.store = store
         self.max_adapters = max_adapters
         self.max_batch_size = max_batch_size
         self.default_max_tokens = default_max_tokens  # a chat completion's bound when the caller sets none
+        self.more_coming = more_coming  # the gateway's word on other calls on their way (Engine's more_coming)
         self._engine: Engine | None = None
 
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = Engine(self.store, max_adapters=self.max_adapters, max_batch_size=self.max_batch_size)
+            self._engine = Engine(
+                self.store,
+                max_adapters=self.max_adapters,
+                max_batch_size=self.max_batch_size,
+                more_coming=self.more_coming,
+            )
         return self._engine
 
     async def chat(self, endpoint: Endpoint, body: ChatCompletionRequest) -> Answer:

@@ -339,6 +339,41 @@ async def test_a_burst_waking_an_idle_engine_is_prefilled_in_one_pass(store: Bas
         await engine.close()
 
 
+@pytest.mark.parametrize("more_coming", [True, False])
+async def test_the_servers_word_on_calls_on_their_way_decides_whether_a_call_waits_for_a_burst(
+    store: BaseModelStore, more_coming: bool
+) -> None:
+    # The same two calls 3 ms apart as above: when the server says others are on their way, the first waits for
+    # them (one prefill pass); when it says the first is alone, it is prefilled at once and the second gets a pass
+    # of its own, the window (0.5 s) not waited.
+    engine = Engine(store, admit_window=0.5, more_coming=lambda: more_coming)
+    try:
+        await collect(engine, greedy(engine, PROMPTS[2], max_new_tokens=1))
+        passes = engine.prefill_passes
+        first = asyncio.ensure_future(collect(engine, greedy(engine, PROMPTS[0], max_new_tokens=3)))
+        await asyncio.sleep(0.003)
+        second = asyncio.ensure_future(collect(engine, greedy(engine, PROMPTS[1], max_new_tokens=3)))
+        await asyncio.gather(first, second)
+        assert engine.prefill_passes - passes == (1 if more_coming else 2)
+    finally:
+        await engine.close()
+
+
+async def test_requests_submitted_together_share_a_pass_even_when_the_server_sees_one_call(
+    store: BaseModelStore,
+) -> None:
+    # The prompts of one call (n > 1, a list of prompts) are submitted together by one call the server counts
+    # once: none of them is alone, so they are prefilled in one pass.
+    engine = Engine(store, admit_window=0.5, more_coming=lambda: False)
+    try:
+        await collect(engine, greedy(engine, PROMPTS[2], max_new_tokens=1))
+        passes = engine.prefill_passes
+        await asyncio.gather(*(collect(engine, greedy(engine, p, max_new_tokens=2)) for p in PROMPTS[:3]))
+        assert engine.prefill_passes - passes == 1
+    finally:
+        await engine.close()
+
+
 # --- one sequence never fails another -------------------------------------------------------------------------
 
 

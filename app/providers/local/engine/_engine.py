@@ -29,7 +29,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,7 @@ class _Sequence:
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue[GenerationChunk | BaseException]
     cancelled: threading.Event = field(default_factory=threading.Event)
+    alone: bool = False  # no other call was on its way when it was submitted: it need not wait for a burst
     # Set by the worker thread at admission:
     adapter: str = ""
     text: TextState | None = None
@@ -100,7 +101,10 @@ class Engine:
 
     ``max_adapters`` bounds the adapters loaded per base model (least recently used ones are unloaded);
     ``max_batch_size`` bounds the running sequences per base model (later requests wait their turn);
-    ``admit_window`` is how long a request waking an idle engine waits for the rest of its burst.
+    ``admit_window`` is how long a request waking an idle engine waits for the rest of its burst;
+    ``more_coming``, when given, is the server's word on whether other calls are on their way to the engine (calls
+    it has accepted and not yet answered, besides the caller's): a request that wakes an idle engine while none are
+    does not wait (a lone call would otherwise pay the whole window).
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class Engine:
         max_adapters: int = 8,
         max_batch_size: int = 32,
         admit_window: float = ADMIT_WINDOW,
+        more_coming: Callable[[], bool] | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | None = None,
     ) -> None:
@@ -119,6 +124,8 @@ class Engine:
         self._max_adapters = max_adapters
         self._max_batch_size = max_batch_size
         self._admit_window = admit_window
+        self._more_coming = more_coming
+        self._arriving = 0  # generate() calls between their yield and their submission (event loop thread only)
         self._dtype = dtype
         self._device = device or default_device()
         self._inbox: queue.SimpleQueue[_Sequence | _Warm | None] = queue.SimpleQueue()
@@ -173,6 +180,15 @@ class Engine:
             raise EngineClosed("the engine is closed")
         self._ensure_started()
         seq = _Sequence(request, asyncio.get_running_loop(), asyncio.Queue())
+        if self._more_coming is not None:
+            # One turn of the event loop first: the calls that arrived with this one (a burst, or the other prompts
+            # of the same call) get to the gateway, and to this line, before it decides it is alone.
+            self._arriving += 1
+            try:
+                await asyncio.sleep(0)
+            finally:
+                self._arriving -= 1
+            seq.alone = self._arriving == 0 and not self._more_coming()
         self._inbox.put(seq)
         try:
             while True:
@@ -278,7 +294,7 @@ class Engine:
                 continue
             self._waiting.append(item)
             if idle:
-                idle, deadline = False, time.monotonic() + self._admit_window
+                idle, deadline = False, time.monotonic() + (0.0 if item.alone else self._admit_window)
 
     def _admit(self) -> None:
         """Prefill the waiting requests that fit, several prompts per forward pass (per base model)."""
