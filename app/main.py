@@ -203,7 +203,7 @@ def create_app(settings: Settings | None = None, *, policy: NetworkPolicy | None
     ):
         app.include_router(router)
     install_console(app, settings)
-    fastpath.install(app)  # the common inference calls, in front of the framework's middleware
     install_observability(app)  # /metrics; X-Request-ID and latency around everything, errors included
+    fastpath.install(app)  # the common inference calls, in front of all middleware (ids and times its own)
     publish_stream_items(app)
     return app

@@ -56,20 +56,27 @@ async def _serve(request: Request, principal: Principal, body: InferenceRequest,
 async def served_response(
     receive: Receive, gateway: InferenceGateway, principal: Principal, body: InferenceRequest, sticky: str | None
 ) -> Response:
-    """The response to an inference call (the route's and the fast path's, app/inference/fastpath.py); raises
-    GatewayError for the error handler to render."""
+    """The response to an inference call (the route's); raises GatewayError for the error handler to render."""
+    served = await serve_call(receive, gateway, principal, body, sticky)
+    return respond(served) if served is not None else Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+async def serve_call(
+    receive: Receive, gateway: InferenceGateway, principal: Principal, body: InferenceRequest, sticky: str | None
+) -> Served | None:
+    """The served call, or None when the client left before its answer was ready (the route's and the fast
+    path's, app/inference/fastpath.py); raises GatewayError for the caller to render."""
     try:
-        served = await unless_disconnected(receive, gateway.serve(principal, body, sticky))
+        return await unless_disconnected(receive, gateway.serve(principal, body, sticky))
     except ClientDisconnected:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
+        return None
     except asyncio.CancelledError:
         # Only the server cancels a request it is still answering: it is shutting down and the grace period
         # (FTGW_SHUTDOWN_GRACE_SECONDS) is over. A 503 tells the caller's SDK to retry, elsewhere or later.
         raise ServiceUnavailable("The server is shutting down; retry the request.", code="shutting_down") from None
-    return _respond(served)
 
 
-def _respond(served: Served) -> Response:
+def respond(served: Served) -> Response:
     answer = served.answer
     if answer.events is not None:
         return EventSourceResponse(_encoded(answer.events), headers=served.headers())

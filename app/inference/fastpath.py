@@ -1,34 +1,42 @@
 """The routed inference calls without the web framework's per-request machinery: a pure ASGI front.
 
 A ``POST /v1/chat/completions`` or ``/v1/completions`` with a JSON body and a key this process verified within
-``FTGW_AUTH_CACHE_SECONDS`` is served here, in front of FastAPI's whole middleware stack (the request id and
-timing middleware stays outside it): the same request model, :class:`InferenceGateway` and response code as the
-routes (:func:`app.inference.endpoints.served_response`), and the same rendering of what serving raises. Anything
+``FTGW_AUTH_CACHE_SECONDS`` is served here, in front of the whole middleware stack: the same request model,
+:class:`InferenceGateway` and serving code as the routes (:func:`app.inference.endpoints.serve_call`), and the same
+rendering of what serving raises. It gives the call its request id and times it as the request-id middleware does
+(app/observability/requestid.py), and writes a JSON answer's headers in one list. Anything
 else goes on to the FastAPI app unchanged, its body replayed: an unknown or malformed key, a console cookie, a query
 string, a body that is not JSON, holds a ``\\u0000`` escape or fails validation. So each refusal of a request has one
 definition, the route's, and the OpenAPI document still describes these routes.
 
-What this skips is what a routed call does not need: Starlette's error and exception middleware, FastAPI's
-body-limit and exit-stack layers, the route table walk, dependency resolution, a second pass over the body.
+What this skips is what a routed call does not need: the request-id middleware's wrapping of ``send``, Starlette's
+error and exception middleware, FastAPI's body-limit and exit-stack layers, the route table walk, dependency
+resolution, a second pass over the body, a response object for a JSON answer.
 """
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any, NamedTuple
 
 import orjson
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth.principal import bearer_secret, cached_principal
+from app.auth.principal import Principal, bearer_secret, cached_principal
 from app.errors import AuthenticationFailed, GatewayError, gateway_error_response, unhandled_error_response
-from app.inference.endpoints import router, served_response
+from app.inference.endpoints import CLIENT_CLOSED_REQUEST, respond, router, serve_call
 from app.inference.gateway import Request as InferenceRequest
+from app.inference.gateway import Served
 from app.inference.schemas import ChatCompletionRequest, CompletionRequest
 from app.kit.schemas import STORABLE
-from app.observability.metrics import FAST_PATH_DEFERRED, FAST_PATH_SERVED
+from app.observability.context import RequestContext, current
+from app.observability.metrics import FAST_PATH_DEFERRED, FAST_PATH_SERVED, observe_request
+from app.observability.requestid import HEADER as REQUEST_ID
+from app.observability.requestid import given_request_id, new_request_id
 
 SCHEMAS: dict[str, type[InferenceRequest]] = {
     "/v1/chat/completions": ChatCompletionRequest,
@@ -44,8 +52,8 @@ class Call(NamedTuple):
 
 
 def install(app: FastAPI) -> None:
-    """Put the fast path in front of ``app``'s middleware stack. Call it before the request-id middleware is put
-    outermost (app/observability), so that fast calls get their id and are timed too."""
+    """Put the fast path in front of ``app``'s whole middleware stack: call it after the request-id middleware is
+    put outermost (app/observability), which then ids and times the calls it hands on."""
     build = app.build_middleware_stack
 
     def build_with_fast_path() -> ASGIApp:
@@ -80,13 +88,50 @@ class InferenceFastPath:
         FAST_PATH_SERVED.inc()
         scope["route"] = route  # the metrics label the route would have set
         scope["app"] = self.gateway_app  # as Starlette sets it for the routes
+        started = perf_counter()
+        context = RequestContext(given_request_id(scope["headers"]) or new_request_id())
+        current.set(context)  # as the request-id middleware does (its docstring says why it is not reset)
+        status = 500
         try:
-            response = await served_response(receive, self.state.inference, principal, call.body, call.sticky)
+            status = await self._answer(scope, receive, send, call, principal, context.request_id.encode("ascii"))
+        finally:
+            observe_request(route, "POST", status, perf_counter() - started, context.model)
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, call: Call, principal: Principal, request_id: bytes
+    ) -> int:
+        """Serve the call and send its answer (with the request id); the status sent."""
+        response: Response
+        try:
+            served = await serve_call(receive, self.state.inference, principal, call.body, call.sticky)
         except GatewayError as exc:
             response = gateway_error_response(exc)
         except Exception as exc:
             response = unhandled_error_response(scope["method"], scope["path"], exc)
+        else:
+            if served is None:
+                response = Response(status_code=CLIENT_CLOSED_REQUEST)
+            elif served.answer.events is None:
+                await _send_json(send, served, request_id)
+                return 200
+            else:
+                response = respond(served)
+        response.raw_headers.append((REQUEST_ID, request_id))
         await response(scope, receive, send)
+        return response.status_code
+
+
+async def _send_json(send: Send, served: Served, request_id: bytes) -> None:
+    """A JSON answer as the route's Response would send it: the same body and headers, in one list."""
+    content = orjson.dumps(served.answer.body)
+    headers = [
+        (b"content-length", str(len(content)).encode("ascii")),
+        (b"content-type", b"application/json"),
+        *((name.encode("latin-1"), value.encode("latin-1")) for name, value in served.headers().items()),
+        (REQUEST_ID, request_id),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
 
 
 def _accepted(scope: Scope, schema: type[InferenceRequest], messages: list[Message]) -> Call | None:

@@ -35,7 +35,8 @@ def new_request_id() -> str:
     return f"{getrandbits(128):032x}"
 
 
-def _given(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+def given_request_id(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The caller's ``X-Request-ID``, when it is one we keep."""
     for name, value in headers:
         if name == HEADER:
             return value.decode("ascii") if valid_request_id(value) else None
@@ -53,7 +54,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         started = perf_counter()
-        request_id = _given(scope["headers"]) or new_request_id()
+        request_id = given_request_id(scope["headers"]) or new_request_id()
         context = RequestContext(request_id)
         # Not reset afterwards: the server runs each request in its own task, whose context ends with it; left set,
         # the server's own report of an exception that escaped the app still carries the id.

@@ -39,7 +39,8 @@ def _comparable(response: httpx.Response) -> tuple[int, Any, dict[str, str]]:
         body = response.text
     if isinstance(body, dict):
         body = {k: v for k, v in body.items() if k not in VOLATILE}
-    headers = {k: v for k, v in response.headers.items() if k.startswith("x-ftgw-") or k == "retry-after"}
+    kept = ("retry-after", "content-type")
+    headers = {k: v for k, v in response.headers.items() if k.startswith("x-ftgw-") or k in kept}
     return response.status_code, body, headers
 
 
@@ -54,6 +55,10 @@ def test_a_known_key_is_served_by_the_fast_path_and_answers_as_the_route(gateway
         fast = _post(http, "/v1/chat/completions", content, route=False)
         after = scrape(gateway)
         routed = _post(http, "/v1/chat/completions", content, route=True)
+        traced = _post(http, "/v1/chat/completions", content, route=False, **{"X-Request-ID": "trace-7 a/b"})
+        # An id that could split a log line is replaced, as the request-id middleware replaces it.
+        forged = _post(http, "/v1/chat/completions", content, route=False, **{"X-Request-ID": "x" * 129})
+        end = scrape(gateway)
 
     assert value(middle, FAST, outcome="deferred") - value(before, FAST, outcome="deferred") == 1
     assert value(after, FAST, outcome="served") - value(middle, FAST, outcome="served") == 1
@@ -61,6 +66,10 @@ def test_a_known_key_is_served_by_the_fast_path_and_answers_as_the_route(gateway
     assert _comparable(fast) == _comparable(first) == _comparable(routed)
     assert fast.headers["x-ftgw-model"] == MODEL
     assert len(fast.headers["x-request-id"]) == 32 and fast.headers["x-request-id"] != routed.headers["x-request-id"]
+    assert traced.headers["x-request-id"] == "trace-7 a/b"  # the caller's id, kept
+    assert len(forged.headers["x-request-id"]) == 32
+    assert value(end, FAST, outcome="served") - value(after, FAST, outcome="served") == 2
+    assert fast.headers["content-length"] == str(len(fast.content))
     # Timed under the route's template, like the route's own calls.
     route = {"route": "/v1/chat/completions", "method": "POST", "status": "2xx"}
     timed = value(after, "ftgw_http_request_duration_seconds_count", **route)
