@@ -359,7 +359,7 @@ async def test_the_servers_word_on_calls_on_their_way_decides_whether_a_call_wai
         await engine.close()
 
 
-async def test_requests_submitted_together_share_a_pass_even_when_the_server_sees_one_call(
+async def test_requests_submitted_together_share_a_pass_even_when_the_server_sees_one_call_and_the_next_round_waits(
     store: BaseModelStore,
 ) -> None:
     # The prompts of one call (n > 1, a list of prompts) are submitted together by one call the server counts
@@ -369,6 +369,13 @@ async def test_requests_submitted_together_share_a_pass_even_when_the_server_see
         await collect(engine, greedy(engine, PROMPTS[2], max_new_tokens=1))
         passes = engine.prefill_passes
         await asyncio.gather(*(collect(engine, greedy(engine, p, max_new_tokens=2)) for p in PROMPTS[:3]))
+        assert engine.prefill_passes - passes == 1
+        # After a pass of several, a call that looks alone is taken for the first of the next round: it waits.
+        passes = engine.prefill_passes
+        first = asyncio.ensure_future(collect(engine, greedy(engine, PROMPTS[0], max_new_tokens=3)))
+        await asyncio.sleep(0.003)
+        second = asyncio.ensure_future(collect(engine, greedy(engine, PROMPTS[1], max_new_tokens=3)))
+        await asyncio.gather(first, second)
         assert engine.prefill_passes - passes == 1
     finally:
         await engine.close()

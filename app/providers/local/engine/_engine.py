@@ -104,7 +104,8 @@ class Engine:
     ``admit_window`` is how long a request waking an idle engine waits for the rest of its burst;
     ``more_coming``, when given, is the server's word on whether other calls are on their way to the engine (calls
     it has accepted and not yet answered, besides the caller's): a request that wakes an idle engine while none are
-    does not wait (a lone call would otherwise pay the whole window).
+    does not wait (a lone call would otherwise pay the whole window), unless the last requests admitted came
+    several together.
     """
 
     def __init__(
@@ -134,6 +135,7 @@ class Engine:
         self._slots: dict[str, Slot] = {}  # worker thread only
         self._running: dict[str, list[_Sequence]] = {}  # worker thread only
         self._waiting: list[_Sequence] = []  # worker thread only
+        self._last_admitted = 0  # requests admitted together the last time any were (worker thread only)
         self._thread: threading.Thread | None = None
         self._closed = False
         self._start_lock = threading.Lock()
@@ -294,7 +296,10 @@ class Engine:
                 continue
             self._waiting.append(item)
             if idle:
-                idle, deadline = False, time.monotonic() + (0.0 if item.alone else self._admit_window)
+                # Calls tend to come back as they left: after a pass of several, a call that looks alone is
+                # likely the first of the next round (clients sending again as their answers arrive).
+                lone = item.alone and self._last_admitted <= 1
+                idle, deadline = False, time.monotonic() + (0.0 if lone else self._admit_window)
 
     def _admit(self) -> None:
         """Prefill the waiting requests that fit, several prompts per forward pass (per base model)."""
@@ -314,6 +319,8 @@ class Engine:
                 batch.append(seq)
             except Exception as error:  # a bad request (unknown model, broken adapter) fails alone
                 seq.send(error)
+        if admitted:
+            self._last_admitted = sum(len(batch) for batch in admitted.values())
         for model, batch in admitted.items():
             for chunk in _prefill_chunks(batch):
                 try:
