@@ -57,8 +57,7 @@ async def served_response(
     receive: Receive, gateway: InferenceGateway, principal: Principal, body: InferenceRequest, sticky: str | None
 ) -> Response:
     """The response to an inference call (the route's); raises GatewayError for the error handler to render."""
-    served = await serve_call(receive, gateway, principal, body, sticky)
-    return respond(served) if served is not None else Response(status_code=CLIENT_CLOSED_REQUEST)
+    return response_for(await serve_call(receive, gateway, principal, body, sticky))
 
 
 async def serve_call(
@@ -76,7 +75,10 @@ async def serve_call(
         raise ServiceUnavailable("The server is shutting down; retry the request.", code="shutting_down") from None
 
 
-def respond(served: Served) -> Response:
+def response_for(served: Served | None) -> Response:
+    """The answer as a response: server-sent events, JSON, or a bare 499 when the client left (``served`` None)."""
+    if served is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     answer = served.answer
     if answer.events is not None:
         return EventSourceResponse(_encoded(answer.events), headers=served.headers())

@@ -28,15 +28,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.principal import Principal, bearer_secret, cached_principal
 from app.errors import AuthenticationFailed, GatewayError, gateway_error_response, unhandled_error_response
-from app.inference.endpoints import CLIENT_CLOSED_REQUEST, respond, router, serve_call
+from app.inference.endpoints import response_for, router, serve_call
 from app.inference.gateway import Request as InferenceRequest
 from app.inference.gateway import Served
 from app.inference.schemas import ChatCompletionRequest, CompletionRequest
 from app.kit.schemas import STORABLE
-from app.observability.context import RequestContext, current
 from app.observability.metrics import FAST_PATH_DEFERRED, FAST_PATH_SERVED, observe_request
 from app.observability.requestid import HEADER as REQUEST_ID
-from app.observability.requestid import given_request_id, new_request_id
+from app.observability.requestid import start_request
 
 SCHEMAS: dict[str, type[InferenceRequest]] = {
     "/v1/chat/completions": ChatCompletionRequest,
@@ -89,8 +88,7 @@ class InferenceFastPath:
         scope["route"] = route  # the metrics label the route would have set
         scope["app"] = self.gateway_app  # as Starlette sets it for the routes
         started = perf_counter()
-        context = RequestContext(given_request_id(scope["headers"]) or new_request_id())
-        current.set(context)  # as the request-id middleware does (its docstring says why it is not reset)
+        context = start_request(scope["headers"])
         status = 500
         try:
             status = await self._answer(scope, receive, send, call, principal, context.request_id.encode("ascii"))
@@ -109,13 +107,10 @@ class InferenceFastPath:
         except Exception as exc:
             response = unhandled_error_response(scope["method"], scope["path"], exc)
         else:
-            if served is None:
-                response = Response(status_code=CLIENT_CLOSED_REQUEST)
-            elif served.answer.events is None:
+            if served is not None and served.answer.events is None:
                 await _send_json(send, served, request_id)
                 return 200
-            else:
-                response = respond(served)
+            response = response_for(served)
         response.raw_headers.append((REQUEST_ID, request_id))
         await response(scope, receive, send)
         return response.status_code

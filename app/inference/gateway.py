@@ -55,10 +55,17 @@ class Served:
 
 class InFlight:
     """The inference calls this process has accepted and not yet answered (an answer streamed counts as answered
-    once its first chunk is ready). The local engine asks it whether a call that wakes it is alone."""
+    once its first chunk is ready), each counted while it is inside ``with in_flight:``. The local engine asks it
+    whether a call that wakes it is alone."""
 
     def __init__(self) -> None:
         self.calls = 0
+
+    def __enter__(self) -> None:
+        self.calls += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.calls -= 1
 
     def others(self) -> bool:
         """Whether a call besides the caller's is in flight."""
@@ -82,69 +89,55 @@ class InferenceGateway:
         self._upkeep: set[asyncio.Task[None]] = set()  # warming and forgetting models, in the background
 
     async def serve(self, principal: Principal, body: Request, sticky: str | None) -> Served:
-        self.in_flight.calls += 1
-        try:
-            return await self._serve(principal, body, sticky)
-        finally:
-            self.in_flight.calls -= 1
-
-    async def _serve(self, principal: Principal, body: Request, sticky: str | None) -> Served:
-        await self.limiter.check(principal)
-        plan = await self.catalog.plan(principal.project_id, body.model, sticky or body.user)
-        if plan.guard is not None:
-            refusal = await self._guard_input(principal, plan, body)
-            if refusal is not None:
-                return Served(refusal, plan, 0)
-        check_output = plan.guard is not None and plan.guard.check_output
-        # An answer the guard must read first is generated whole, even for a caller that streams: nothing of it
-        # may reach the caller before the guard has passed it.
-        call = body.model_copy(update={"stream": False, "stream_options": None}) if check_output else body
-        answer, failed = await self._first_that_answers(plan, call)
-        metrics.answered(answer.endpoint.model, fallbacks=failed)
-        if plan.guard is not None:
-            answer.guard = "passed"
-        if check_output:
-            answer = await self._guard_output(principal, plan, body, answer)
-        if answer.events is not None:
-            answer.events = self._metered(principal, answer.endpoint, answer.tally, answer.events)
-        else:
-            self._meter(principal, answer.endpoint, answer.tally)
-        return Served(answer, plan, failed)
+        with self.in_flight:
+            await self.limiter.check(principal)
+            plan = await self.catalog.plan(principal.project_id, body.model, sticky or body.user)
+            if plan.guard is not None:
+                refusal = await self._guard_input(principal, plan, body)
+                if refusal is not None:
+                    return Served(refusal, plan, 0)
+            check_output = plan.guard is not None and plan.guard.check_output
+            # An answer the guard must read first is generated whole, even for a caller that streams: nothing of it
+            # may reach the caller before the guard has passed it.
+            call = body.model_copy(update={"stream": False, "stream_options": None}) if check_output else body
+            answer, failed = await self._first_that_answers(plan, call)
+            metrics.answered(answer.endpoint.model, fallbacks=failed)
+            if plan.guard is not None:
+                answer.guard = "passed"
+            if check_output:
+                answer = await self._guard_output(principal, plan, body, answer)
+            if answer.events is not None:
+                answer.events = self._metered(principal, answer.endpoint, answer.tally, answer.events)
+            else:
+                self._meter(principal, answer.endpoint, answer.tally)
+            return Served(answer, plan, failed)
 
     async def classify(
         self, principal: Principal, body: ClassificationRequest, sticky: str | None
     ) -> ClassificationResponse:
         """Label probabilities for each input from a classifier (a model or an alias's chosen target)."""
-        self.in_flight.calls += 1
-        try:
-            return await self._classify(principal, body, sticky)
-        finally:
-            self.in_flight.calls -= 1
-
-    async def _classify(
-        self, principal: Principal, body: ClassificationRequest, sticky: str | None
-    ) -> ClassificationResponse:
-        await self.limiter.check(principal)
-        plan = await self.catalog.plan(principal.project_id, body.model, sticky)
-        endpoint = next((e for e in plan.candidates if e is not None), None)
-        if endpoint is None:
-            raise BadGateway(f"No model of '{body.model}' exists any more.", param="model")
-        labels = labels_for(endpoint, body.labels)
-        metrics.answered(endpoint.model)
-        results, tally = [], Tally()
-        for index, text in enumerate([body.input] if isinstance(body.input, str) else body.input):
-            try:
-                found = await classify(self.backends.get(endpoint.backend), endpoint, text, labels)
-            except UpstreamFailure as exc:
-                raise BadGateway(f"'{endpoint.model}' did not answer: {exc}", param="model") from None
-            tally.prompt_tokens += found.prompt_tokens
-            results.append(
-                ClassificationResult(
-                    index=index, label=found.label, probabilities=found.probabilities, coverage=found.coverage
+        with self.in_flight:
+            await self.limiter.check(principal)
+            plan = await self.catalog.plan(principal.project_id, body.model, sticky)
+            endpoint = next((e for e in plan.candidates if e is not None), None)
+            if endpoint is None:
+                raise BadGateway(f"No model of '{body.model}' exists any more.", param="model")
+            labels = labels_for(endpoint, body.labels)
+            metrics.answered(endpoint.model)
+            results, tally = [], Tally()
+            for index, text in enumerate([body.input] if isinstance(body.input, str) else body.input):
+                try:
+                    found = await classify(self.backends.get(endpoint.backend), endpoint, text, labels)
+                except UpstreamFailure as exc:
+                    raise BadGateway(f"'{endpoint.model}' did not answer: {exc}", param="model") from None
+                tally.prompt_tokens += found.prompt_tokens
+                results.append(
+                    ClassificationResult(
+                        index=index, label=found.label, probabilities=found.probabilities, coverage=found.coverage
+                    )
                 )
-            )
-        self._meter(principal, endpoint, tally)
-        return ClassificationResponse(model=endpoint.model, data=results, usage=Usage(**tally.usage()))
+            self._meter(principal, endpoint, tally)
+            return ClassificationResponse(model=endpoint.model, data=results, usage=Usage(**tally.usage()))
 
     # --- calling -------------------------------------------------------------------------------------------------
 

@@ -43,6 +43,15 @@ def given_request_id(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+def start_request(headers: Iterable[tuple[bytes, bytes]]) -> RequestContext:
+    """The request's context, with the caller's id or a new one, made current for its task (and the tasks it
+    starts). Not reset afterwards: the server runs each request in its own task, whose context ends with it; left
+    set, the server's own report of an exception that escaped the app still carries the id."""
+    context = RequestContext(given_request_id(headers) or new_request_id())
+    current.set(context)
+    return context
+
+
 class RequestIdMiddleware:
     """Give each HTTP request an id (``X-Request-ID`` in, or a new one) and time it into the metrics."""
 
@@ -54,12 +63,8 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         started = perf_counter()
-        request_id = given_request_id(scope["headers"]) or new_request_id()
-        context = RequestContext(request_id)
-        # Not reset afterwards: the server runs each request in its own task, whose context ends with it; left set,
-        # the server's own report of an exception that escaped the app still carries the id.
-        current.set(context)
-        header = (HEADER, request_id.encode("ascii"))
+        context = start_request(scope["headers"])
+        header = (HEADER, context.request_id.encode("ascii"))
         status = 500  # what the client gets if the app fails before it answers
 
         async def send_with_id(message: Message) -> None:
