@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from app.auth.principal import Principal
 from app.errors import BadGateway, ServiceUnavailable
 from app.inference.answer import Answer, Tally, answer_texts, include_usage, now, response_id
-from app.inference.backends import Backends
+from app.inference.backends import Backend, Backends
 from app.inference.classify import classify, labels_for
 from app.inference.schemas import (
     ChatCompletionRequest,
@@ -27,6 +29,7 @@ from app.inference.schemas import (
     Usage,
 )
 from app.inference.upstream import UpstreamFailure
+from app.kit.tasks import all_or_none
 from app.observability import metrics
 from app.registry.routing import Endpoint, ModelCatalog, Plan
 from app.registry.schemas import Guard
@@ -55,21 +58,50 @@ class Served:
 
 class InFlight:
     """The inference calls this process has accepted and not yet answered (an answer streamed counts as answered
-    once its first chunk is ready), each counted while it is inside ``with in_flight:``. The local engine asks it
-    whether a call that wakes it is alone."""
+    once its first chunk is ready), each counted while it is inside ``with in_flight.call():``, and how many of
+    them are still being routed: not yet handed to a backend (:meth:`dispatched`). The local engine reads the
+    latter (:class:`app.providers.local.engine.Traffic`): a call that wakes it while none is on its way does not
+    wait for a burst, and a burst is whole once none is."""
 
     def __init__(self) -> None:
-        self.calls = 0
+        self._calls = 0
+        self._routing = 0
 
-    def __enter__(self) -> None:
-        self.calls += 1
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        """Count one call while the block runs (the tasks it starts belong to it too)."""
+        state = _Call()
+        self._calls += 1
+        self._routing += 1
+        token = _CALL.set(state)
+        try:
+            yield
+        finally:
+            _CALL.reset(token)
+            self._calls -= 1
+            if not state.dispatched:
+                self._routing -= 1
 
-    def __exit__(self, *exc: object) -> None:
-        self.calls -= 1
+    def dispatched(self) -> None:
+        """The current call is being handed to a backend: it is no longer on its way (the first time counts)."""
+        state = _CALL.get()
+        if state is not None and not state.dispatched:
+            state.dispatched = True
+            self._routing -= 1
 
-    def others(self) -> bool:
-        """Whether a call besides the caller's is in flight."""
-        return self.calls > 1
+    def calls(self) -> int:
+        return self._calls
+
+    def routing(self) -> int:
+        return self._routing
+
+
+@dataclass(slots=True)
+class _Call:
+    dispatched: bool = False
+
+
+_CALL: ContextVar[_Call | None] = ContextVar("ftgw_inference_call", default=None)
 
 
 class InferenceGateway:
@@ -89,7 +121,7 @@ class InferenceGateway:
         self._upkeep: set[asyncio.Task[None]] = set()  # warming and forgetting models, in the background
 
     async def serve(self, principal: Principal, body: Request, sticky: str | None) -> Served:
-        with self.in_flight:
+        with self.in_flight.call():
             await self.limiter.check(principal)
             plan = await self.catalog.plan(principal.project_id, body.model, sticky or body.user)
             if plan.guard is not None:
@@ -116,7 +148,7 @@ class InferenceGateway:
         self, principal: Principal, body: ClassificationRequest, sticky: str | None
     ) -> ClassificationResponse:
         """Label probabilities for each input from a classifier (a model or an alias's chosen target)."""
-        with self.in_flight:
+        with self.in_flight.call():
             await self.limiter.check(principal)
             plan = await self.catalog.plan(principal.project_id, body.model, sticky)
             endpoint = next((e for e in plan.candidates if e is not None), None)
@@ -124,18 +156,18 @@ class InferenceGateway:
                 raise BadGateway(f"No model of '{body.model}' exists any more.", param="model")
             labels = labels_for(endpoint, body.labels)
             metrics.answered(endpoint.model)
-            results, tally = [], Tally()
-            for index, text in enumerate([body.input] if isinstance(body.input, str) else body.input):
-                try:
-                    found = await classify(self.backends.get(endpoint.backend), endpoint, text, labels)
-                except UpstreamFailure as exc:
-                    raise BadGateway(f"'{endpoint.model}' did not answer: {exc}", param="model") from None
-                tally.prompt_tokens += found.prompt_tokens
-                results.append(
-                    ClassificationResult(
-                        index=index, label=found.label, probabilities=found.probabilities, coverage=found.coverage
-                    )
-                )
+            backend = self._backend(endpoint)
+            texts = [body.input] if isinstance(body.input, str) else body.input
+            try:
+                # Every input at once: the local engine prefills a batch of short prompts in one pass.
+                verdicts = await all_or_none([classify(backend, endpoint, text, labels) for text in texts])
+            except UpstreamFailure as exc:
+                raise BadGateway(f"'{endpoint.model}' did not answer: {exc}", param="model") from None
+            results = [
+                ClassificationResult(index=i, label=v.label, probabilities=v.probabilities, coverage=v.coverage)
+                for i, v in enumerate(verdicts)
+            ]
+            tally = Tally(prompt_tokens=sum(v.prompt_tokens for v in verdicts))
             self._meter(principal, endpoint, tally)
             return ClassificationResponse(model=endpoint.model, data=results, usage=Usage(**tally.usage()))
 
@@ -153,8 +185,13 @@ class InferenceGateway:
                 problems.append(f"{name}: {exc}")
         raise BadGateway(f"No model of '{body.model}' answered ({'; '.join(problems)}).", param="model")
 
+    def _backend(self, endpoint: Endpoint) -> Backend:
+        """The backend that answers ``endpoint``, the current call handed to it."""
+        self.in_flight.dispatched()
+        return self.backends.get(endpoint.backend)
+
     async def _call(self, endpoint: Endpoint, body: Request) -> Answer:
-        backend = self.backends.get(endpoint.backend)
+        backend = self._backend(endpoint)
         if isinstance(body, ChatCompletionRequest):
             return await backend.chat(endpoint, body)
         return await backend.completion(endpoint, body)
@@ -194,7 +231,7 @@ class InferenceGateway:
             )
         labels = _guard_labels(guard, endpoint)
         try:
-            found = await classify(self.backends.get(endpoint.backend), endpoint, text, labels)
+            found = await classify(self._backend(endpoint), endpoint, text, labels)
         except UpstreamFailure as exc:
             raise ServiceUnavailable(f"The guard model did not answer: {exc}", code="guard_unavailable") from None
         allowed = sum(p for label, p in found.probabilities.items() if label in guard.allowed_labels)

@@ -24,6 +24,7 @@ from app.inference.schemas import (
     TopLogprob,
     Usage,
 )
+from app.kit.tasks import all_or_none
 from app.providers.local.engine import Engine, GenerationChunk, GenerationRequest
 from app.providers.local.engine import TokenLogprob as EngineLogprob
 from app.registry.routing import Endpoint
@@ -121,12 +122,7 @@ async def complete_all(engine: Engine, requests: list[GenerationRequest]) -> lis
             result.absorb(chunk)
         return result
 
-    tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
-    try:
-        return list(await asyncio.gather(*tasks))
-    finally:
-        for task in tasks:
-            task.cancel()
+    return await all_or_none([one(i, r) for i, r in enumerate(requests)])
 
 
 async def stream_all(engine: Engine, requests: list[GenerationRequest]) -> AsyncIterator[tuple[int, GenerationChunk]]:

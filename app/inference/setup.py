@@ -3,8 +3,6 @@ standalone worker (which runs eval runs through its own gateway) build it the sa
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -14,6 +12,7 @@ from app.inference.backends.upstream import UpstreamBackend
 from app.inference.backends.vllm import VllmBackend
 from app.inference.gateway import InferenceGateway, InFlight
 from app.inference.upstream import UpstreamClient
+from app.providers.local.engine import Traffic
 from app.providers.registry import ProviderRegistry
 from app.registry.routing import ModelCatalog
 from app.usage.limits import Limiter, RateLimiter
@@ -22,12 +21,10 @@ from app.usage.service import UsageMeter
 LOCAL = "local"
 
 
-def build_backends(
-    settings: Settings, providers: ProviderRegistry, more_coming: Callable[[], bool] | None = None
-) -> Backends:
+def build_backends(settings: Settings, providers: ProviderRegistry, traffic: Traffic | None = None) -> Backends:
     """The local engine, one backend per upstream provider, one per vLLM fleet (which then serves the local
-    models of its base model, base and fine-tuned alike). ``more_coming`` tells the local engine whether other
-    calls are on their way (:class:`InFlight`)."""
+    models of its base model, base and fine-tuned alike). ``traffic`` tells the local engine about the calls in
+    flight (:class:`InFlight`)."""
     local = providers.get(LOCAL)
     backends: list[Backend] = [
         LocalBackend(
@@ -35,7 +32,7 @@ def build_backends(
             max_adapters=settings.engine_max_adapters,
             max_batch_size=settings.engine_max_batch_size,
             default_max_tokens=settings.default_max_tokens,
-            more_coming=more_coming,
+            traffic=traffic,
         )
     ]
     backends += [UpstreamBackend(UpstreamClient(config)) for config in settings.providers]
@@ -57,6 +54,6 @@ def build_gateway(
     """A gateway with the settings' backends and routing, metering usage into ``meter`` (the caller flushes it),
     rate limits in this process unless ``limiter`` is shared. The caller closes ``gateway.backends``."""
     in_flight = InFlight()
-    backends = build_backends(settings, providers, in_flight.others)
+    backends = build_backends(settings, providers, in_flight)
     catalog = ModelCatalog(providers, sessionmaker, ttl_seconds=settings.route_cache_seconds, serving=backends.serving)
     return InferenceGateway(catalog, backends, meter, limiter or RateLimiter(), in_flight)

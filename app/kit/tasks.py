@@ -1,16 +1,37 @@
-"""In-process background tasks, started only after the transaction that asked for them has committed."""
+"""In-process tasks: background ones, started only after the transaction that asked for them has committed, and
+groups of concurrent calls that succeed or fail together."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import after_commit
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+async def all_or_none(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run ``calls`` concurrently and return their results in order. The first that raises cancels the others
+    (nobody would read them) and its error is raised; so does the caller going away (this task cancelled)."""
+    tasks = [asyncio.create_task(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
+            task.add_done_callback(_retrieve)  # a second failure is not logged as never retrieved
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class TaskRunner:

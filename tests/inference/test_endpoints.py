@@ -182,8 +182,8 @@ def test_engine_bounds_come_from_settings(database_url: str, tmp_path: Path, mod
         assert (engine.max_adapters, engine.max_batch_size) == (3, 5)
         # The engine hears from the gateway whether other calls are on their way; none is once answered.
         inference = gw.app.state.inference
-        assert inference.backends.get("local").more_coming == inference.in_flight.others
-        assert inference.in_flight.calls == 0
+        assert inference.backends.get("local").traffic is inference.in_flight
+        assert (inference.in_flight.calls(), inference.in_flight.routing()) == (0, 0)
         # A chat completion without max_tokens stops at FTGW_DEFAULT_MAX_TOKENS, each of its choices.
         chat = client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "Tell me everything."}], n=2, temperature=0
@@ -194,3 +194,25 @@ def test_engine_bounds_come_from_settings(database_url: str, tmp_path: Path, mod
             model=MODEL, messages=[{"role": "user", "content": "Tell me everything."}], max_tokens=5, temperature=0
         )
         assert given.usage is not None and given.usage.completion_tokens == 5  # the caller's bound wins
+
+
+def test_a_classification_of_many_inputs_is_one_prefill_pass_and_no_decode_step(
+    gateway: Gateway, tenant: Tenant
+) -> None:
+    texts = ["great product", "awful service", "I loved it", "never again", "works fine", "broke in a day"]
+    body = {"model": MODEL, "input": texts[:1], "labels": ["good", "bad"]}
+    with gateway.http(tenant.key) as http:
+        assert http.post("/v1/classifications", json=body).status_code == 200  # the model is loaded
+        engine = gateway.app.state.inference.backends.get("local").engine()
+        passes, steps = engine.prefill_passes, engine.decode_steps
+        response = http.post("/v1/classifications", json=body | {"input": texts})
+        assert response.status_code == 200, response.text
+        # Only the first token's distribution is needed: the inputs are prefilled together, nothing is decoded.
+        assert (engine.prefill_passes - passes, engine.decode_steps - steps) == (1, 0)
+        one_by_one = [http.post("/v1/classifications", json=body | {"input": t}).json()["data"][0] for t in texts]
+    data = response.json()["data"]
+    assert [d["index"] for d in data] == list(range(len(texts)))
+    for together, alone in zip(data, one_by_one, strict=True):
+        assert together["label"] == alone["label"]
+        assert together["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-4)
+    assert response.json()["usage"]["prompt_tokens"] > len(texts)

@@ -3,8 +3,6 @@ process that serves no local model never loads torch."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from app.errors import InvalidRequest
 from app.inference import local
 from app.inference.answer import Answer
@@ -12,7 +10,7 @@ from app.inference.backends import FirstToken, Health
 from app.inference.schemas import ChatCompletionRequest, CompletionRequest
 from app.observability.metrics import EngineLoad
 from app.providers.local.base_models import BaseModelStore
-from app.providers.local.engine import MAX_LOGPROBS, Engine, GenerationRequest
+from app.providers.local.engine import MAX_LOGPROBS, Engine, GenerationRequest, Traffic
 from app.registry.routing import Endpoint
 
 
@@ -24,14 +22,14 @@ class LocalBackend:
         max_adapters: int,
         max_batch_size: int,
         default_max_tokens: int,
-        more_coming: Callable[[], bool] | None = None,
+        traffic: Traffic | None = None,
     ) -> None:
         self.name = "local"
         self.store = store
         self.max_adapters = max_adapters
         self.max_batch_size = max_batch_size
         self.default_max_tokens = default_max_tokens  # a chat completion's bound when the caller sets none
-        self.more_coming = more_coming  # the gateway's word on other calls on their way (Engine's more_coming)
+        self.traffic = traffic  # the gateway's calls in flight (the engine's Traffic)
         self._engine: Engine | None = None
 
     def engine(self) -> Engine:
@@ -40,7 +38,7 @@ class LocalBackend:
                 self.store,
                 max_adapters=self.max_adapters,
                 max_batch_size=self.max_batch_size,
-                more_coming=self.more_coming,
+                traffic=self.traffic,
             )
         return self._engine
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.inference.gateway import InFlight
 from app.providers.local.base_models import SMOLLM2, TINY, BaseModelStore
 from app.providers.local.engine import Engine, GenerationChunk, GenerationFailed, GenerationRequest
 from app.providers.local.engine._decode import TextState, adjusted, pick_token
@@ -322,6 +324,42 @@ def test_fused_decode_steps_match_torch_operations(tiny_path: Path, tmp_path: Pa
                 torch.testing.assert_close(a[:, row, :, :n], b[:, row, :, :n], rtol=1e-4, atol=1e-4)
 
 
+def test_padded_prefill_attention_matches_attention_prompt_by_prompt(
+    tiny_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass of several prompts of similar lengths attends in one padded product per layer; it must give the
+    logits and cache of one product per prompt, also after a cached prefix, on rows out of order, with LoRA."""
+    from app.providers.local.engine import _llama
+    from app.providers.local.engine._lora import load_lora
+    from app.providers.local.hf import load_causal_lm
+
+    adapter = random_adapter(tiny_path, tmp_path / "a", 5, target_modules=["q_proj", "k_proj", "v_proj"])
+    lora = load_lora(adapter, dtype=torch.float32, device=torch.device("cpu"))
+    model = load_causal_lm(tiny_path, torch.float32, torch.device("cpu")).eval()
+    prefix, prompts = [5, 9, 2, 7, 1, 3], [[4, 4, 6, 8], [2], [8, 1, 1], [7, 3, 9, 9, 5]]
+    rows, cached = [5, 1, 2, 0], [6, 6, 0, 0]  # rows 5 and 1 continue the prefix cached in row 5
+    token_rows = torch.tensor([0, 1, 2, 3, 4])  # LoRA on the first prompt's tokens and the second's
+    pays = _llama._padding_pays
+    results = []
+    for padded in (True, False):
+        monkeypatch.setattr(_llama, "_padding_pays", lambda lengths, cached, padded=padded: padded)
+        runner = _llama.LlamaRunner(model)
+        with torch.inference_mode():
+            runner.prefill([prefix], [5], [0], [])
+            runner.cache.copy_prefix(5, [1], len(prefix))
+            logits = runner.prefill(prompts, rows, cached, [(lora, token_rows)])
+        results.append((logits, runner.cache.k.clone(), runner.cache.v.clone()))
+    (logits, k, v), (want, want_k, want_v) = results
+    torch.testing.assert_close(logits, want, rtol=1e-4, atol=1e-4)
+    for row, n in zip(rows, (10, 7, 3, 5), strict=True):
+        torch.testing.assert_close(k[:, row, :, :n], want_k[:, row, :, :n], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(v[:, row, :, :n], want_v[:, row, :, :n], rtol=1e-4, atol=1e-4)
+    # Which the engine picks: padded for a batch of classifier-sized prompts, not where it would mostly pad.
+    assert pays([14, 15, 13, 14, 16, 14, 12, 15], [0] * 8)
+    assert not pays([200, 3, 4, 5], [0, 0, 0, 0])
+    assert not pays([14], [0])
+
+
 async def test_a_burst_waking_an_idle_engine_is_prefilled_in_one_pass(store: BaseModelStore) -> None:
     # HTTP requests of one burst reach the engine milliseconds apart: the first waits briefly for the rest
     # (here up to 0.5 s, so a busy test machine cannot stretch the gap past it).
@@ -339,22 +377,36 @@ async def test_a_burst_waking_an_idle_engine_is_prefilled_in_one_pass(store: Bas
         await engine.close()
 
 
-@pytest.mark.parametrize("more_coming", [True, False])
+async def served(engine: Engine, in_flight: InFlight, request: GenerationRequest, delay: float = 0.0) -> list[Any]:
+    """One call of a server: on its way from its start, handed to the engine ``delay`` seconds later."""
+    with in_flight.call():
+        await asyncio.sleep(delay)
+        in_flight.dispatched()
+        return await collect(engine, request)
+
+
+@pytest.mark.parametrize("another_on_its_way", [True, False])
 async def test_the_servers_word_on_calls_on_their_way_decides_whether_a_call_waits_for_a_burst(
-    store: BaseModelStore, more_coming: bool
+    store: BaseModelStore, another_on_its_way: bool
 ) -> None:
-    # The same two calls 3 ms apart as above: when the server says others are on their way, the first waits for
-    # them (one prefill pass); when it says the first is alone, it is prefilled at once and the second gets a pass
-    # of its own, the window (0.5 s) not waited.
-    engine = Engine(store, admit_window=0.5, more_coming=lambda: more_coming)
+    # The same two calls 3 ms apart as above: when the server already has the second on its way as the first
+    # arrives, the first waits for it (one prefill pass); when no other call is on its way, the first is prefilled
+    # at once and the second gets a pass of its own, the window (0.5 s) not waited.
+    in_flight = InFlight()
+    engine = Engine(store, admit_window=0.5, traffic=in_flight)
     try:
-        await collect(engine, greedy(engine, PROMPTS[2], max_new_tokens=1))
+        await served(engine, in_flight, greedy(engine, PROMPTS[2], max_new_tokens=1))
         passes = engine.prefill_passes
-        first = asyncio.ensure_future(collect(engine, greedy(engine, PROMPTS[0], max_new_tokens=3)))
-        await asyncio.sleep(0.003)
-        second = asyncio.ensure_future(collect(engine, greedy(engine, PROMPTS[1], max_new_tokens=3)))
+        first = asyncio.ensure_future(served(engine, in_flight, greedy(engine, PROMPTS[0], max_new_tokens=3)))
+        if another_on_its_way:
+            request = greedy(engine, PROMPTS[1], max_new_tokens=3)
+            second = asyncio.ensure_future(served(engine, in_flight, request, delay=0.003))
+        else:
+            await asyncio.sleep(0.003)
+            second = asyncio.ensure_future(served(engine, in_flight, greedy(engine, PROMPTS[1], max_new_tokens=3)))
         await asyncio.gather(first, second)
-        assert engine.prefill_passes - passes == (1 if more_coming else 2)
+        assert engine.prefill_passes - passes == (1 if another_on_its_way else 2)
+        assert (in_flight.calls(), in_flight.routing()) == (0, 0)
     finally:
         await engine.close()
 
@@ -364,18 +416,50 @@ async def test_requests_submitted_together_share_a_pass_even_when_the_server_see
 ) -> None:
     # The prompts of one call (n > 1, a list of prompts) are submitted together by one call the server counts
     # once: none of them is alone, so they are prefilled in one pass.
-    engine = Engine(store, admit_window=0.5, more_coming=lambda: False)
+    in_flight = InFlight()
+    engine = Engine(store, admit_window=0.5, traffic=in_flight)
     try:
-        await collect(engine, greedy(engine, PROMPTS[2], max_new_tokens=1))
+        await served(engine, in_flight, greedy(engine, PROMPTS[2], max_new_tokens=1))
         passes = engine.prefill_passes
-        await asyncio.gather(*(collect(engine, greedy(engine, p, max_new_tokens=2)) for p in PROMPTS[:3]))
+        with in_flight.call():
+            in_flight.dispatched()
+            await asyncio.gather(*(collect(engine, greedy(engine, p, max_new_tokens=2)) for p in PROMPTS[:3]))
         assert engine.prefill_passes - passes == 1
         # After a pass of several, a call that looks alone is taken for the first of the next round: it waits.
         passes = engine.prefill_passes
-        first = asyncio.ensure_future(collect(engine, greedy(engine, PROMPTS[0], max_new_tokens=3)))
+        first = asyncio.ensure_future(served(engine, in_flight, greedy(engine, PROMPTS[0], max_new_tokens=3)))
         await asyncio.sleep(0.003)
-        second = asyncio.ensure_future(collect(engine, greedy(engine, PROMPTS[1], max_new_tokens=3)))
+        second = asyncio.ensure_future(served(engine, in_flight, greedy(engine, PROMPTS[1], max_new_tokens=3)))
         await asyncio.gather(first, second)
+        assert engine.prefill_passes - passes == 1
+    finally:
+        await engine.close()
+
+
+async def test_the_wait_for_a_burst_ends_once_no_call_is_on_its_way(store: BaseModelStore) -> None:
+    # Three calls reach the engine 3 ms apart: the window is 2 s, but once the third is here no other call is on
+    # its way, and the pass starts.
+    in_flight = InFlight()
+    engine = Engine(store, admit_window=2.0, traffic=in_flight)
+    try:
+        await served(engine, in_flight, greedy(engine, PROMPTS[2], max_new_tokens=1))
+        passes, started = engine.prefill_passes, time.monotonic()
+        calls = [
+            served(engine, in_flight, greedy(engine, prompt, max_new_tokens=1), delay=0.003 * i)
+            for i, prompt in enumerate(PROMPTS[:3])
+        ]
+        await asyncio.gather(*calls)
+        assert engine.prefill_passes - passes == 1
+        assert time.monotonic() - started < 1.0
+        # A call the server is still routing keeps it waiting: the call arriving 0.1 s after the first still
+        # shares its pass.
+        engine._admit_window = 0.5
+        passes = engine.prefill_passes
+        with in_flight.call():
+            await asyncio.gather(
+                served(engine, in_flight, greedy(engine, PROMPTS[0], max_new_tokens=1)),
+                served(engine, in_flight, greedy(engine, PROMPTS[1], max_new_tokens=1), delay=0.1),
+            )
         assert engine.prefill_passes - passes == 1
     finally:
         await engine.close()

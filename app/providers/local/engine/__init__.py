@@ -18,6 +18,7 @@ from app.providers.local.engine._types import (
     GenerationRequest,
     TokenLogprob,
     TopLogprob,
+    Traffic,
     Usage,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "GenerationRequest",
     "TokenLogprob",
     "TopLogprob",
+    "Traffic",
     "Usage",
 ]
 

@@ -29,7 +29,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from app.providers.local.engine._types import (
     GenerationFailed,
     GenerationRequest,
     TokenLogprob,
+    Traffic,
     Usage,
 )
 from app.providers.local.hf import LOADING, default_device, render_prompt
@@ -54,7 +55,8 @@ __all__ = ["Engine", "EngineClosed", "GenerationChunk", "GenerationFailed", "Gen
 log = logging.getLogger(__name__)
 
 PREFILL_TOKENS = 512
-ADMIT_WINDOW = 0.01  # seconds: a burst of HTTP requests arrives within a few ms (Engine._take_inbox)
+ADMIT_WINDOW = 0.025  # seconds: a burst of HTTP requests arrives within a few ms (Engine._take_inbox)
+ARRIVAL_CHECK = 0.001  # seconds: while waiting for a burst, how often to ask whether the rest is on its way
 
 
 class EngineClosed(RuntimeError):
@@ -101,11 +103,11 @@ class Engine:
 
     ``max_adapters`` bounds the adapters loaded per base model (least recently used ones are unloaded);
     ``max_batch_size`` bounds the running sequences per base model (later requests wait their turn);
-    ``admit_window`` is how long a request waking an idle engine waits for the rest of its burst;
-    ``more_coming``, when given, is the server's word on whether other calls are on their way to the engine (calls
-    it has accepted and not yet answered, besides the caller's): a request that wakes an idle engine while none are
-    does not wait (a lone call would otherwise pay the whole window), unless the last requests admitted came
-    several together.
+    ``admit_window`` is how long a request waking an idle engine waits at most for the rest of its burst;
+    ``traffic``, when given, is the server's word on the calls on their way: a request that wakes an idle engine
+    while none is does not wait (a lone call would otherwise pay the whole window), unless the last requests
+    admitted came several together; and the wait ends once none is and at least as many requests wait as the last
+    pass admitted.
     """
 
     def __init__(
@@ -115,7 +117,7 @@ class Engine:
         max_adapters: int = 8,
         max_batch_size: int = 32,
         admit_window: float = ADMIT_WINDOW,
-        more_coming: Callable[[], bool] | None = None,
+        traffic: Traffic | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | None = None,
     ) -> None:
@@ -125,8 +127,8 @@ class Engine:
         self._max_adapters = max_adapters
         self._max_batch_size = max_batch_size
         self._admit_window = admit_window
-        self._more_coming = more_coming
-        self._arriving = 0  # generate() calls between their yield and their submission (event loop thread only)
+        self._traffic = traffic
+        self._arriving = 0  # generate() calls between their yield and their submission (written on the event loop)
         self._dtype = dtype
         self._device = device or default_device()
         self._inbox: queue.SimpleQueue[_Sequence | _Warm | None] = queue.SimpleQueue()
@@ -182,16 +184,19 @@ class Engine:
             raise EngineClosed("the engine is closed")
         self._ensure_started()
         seq = _Sequence(request, asyncio.get_running_loop(), asyncio.Queue())
-        if self._more_coming is not None:
+        if self._traffic is None:
+            self._inbox.put(seq)
+        else:
             # One turn of the event loop first: the calls that arrived with this one (a burst, or the other prompts
-            # of the same call) get to the gateway, and to this line, before it decides it is alone.
+            # of the same call) get to the gateway, and to this line, before it decides it is alone. Counted as
+            # arriving until it is in the inbox: the worker does not take a call for whole while it is not.
             self._arriving += 1
             try:
                 await asyncio.sleep(0)
+                seq.alone = self._arriving == 1 and self._traffic.routing() == 0
+                self._inbox.put(seq)
             finally:
                 self._arriving -= 1
-            seq.alone = self._arriving == 0 and not self._more_coming()
-        self._inbox.put(seq)
         try:
             while True:
                 item = await seq.out.get()
@@ -275,7 +280,8 @@ class Engine:
 
         A request that wakes an idle engine waits up to ``admit_window`` for others of the same burst (requests
         parsed one after another by the event loop, milliseconds apart), so they are prefilled in one pass
-        instead of the first alone and the rest after it. A busy engine takes what has arrived, without waiting.
+        instead of the first alone and the rest after it; the wait ends early once the burst is whole
+        (:meth:`_burst_whole`). A busy engine takes what has arrived, without waiting.
         """
         idle = not self._waiting and not any(self._running.values())
         deadline: float | None = None
@@ -284,11 +290,13 @@ class Engine:
                 if idle:
                     item = self._inbox.get()
                 elif deadline is not None:
-                    item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._inbox.get(timeout=min(max(0.0, deadline - time.monotonic()), ARRIVAL_CHECK))
                 else:
                     item = self._inbox.get_nowait()
             except queue.Empty:
-                return True
+                if deadline is None or time.monotonic() >= deadline or self._burst_whole():
+                    return True
+                continue
             if item is None:
                 return False
             if isinstance(item, _Warm):
@@ -300,6 +308,18 @@ class Engine:
                 # likely the first of the next round (clients sending again as their answers arrive).
                 lone = item.alone and self._last_admitted <= 1
                 idle, deadline = False, time.monotonic() + (0.0 if lone else self._admit_window)
+            if deadline is not None and self._burst_whole():
+                return True
+
+    def _burst_whole(self) -> bool:
+        """Whether the burst is whole: no call is on its way (the server is routing none, none is between
+        ``generate`` and the inbox, the inbox is drained) and at least as many requests wait as the last pass
+        admitted (that pass's clients may not have sent theirs yet: the server cannot know of them). Asked while
+        the engine waits for a burst. Without the server's word, never."""
+        # In this order: a request is in the inbox before it stops counting as arriving.
+        if self._traffic is None or self._arriving or not self._inbox.empty():
+            return False
+        return len(self._waiting) >= self._last_admitted and self._traffic.routing() == 0
 
     def _admit(self) -> None:
         """Prefill the waiting requests that fit, several prompts per forward pass (per base model)."""

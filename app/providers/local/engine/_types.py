@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 FinishReason = Literal["stop", "length"]
 MAX_LOGPROBS = 20
@@ -123,3 +123,12 @@ class GenerationChunk:
     logprobs: tuple[TokenLogprob, ...] = field(default=())
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+
+
+class Traffic(Protocol):
+    """The server's word on the calls it is serving, read from the engine's thread to decide how long a request
+    that wakes it waits for the rest of its burst."""
+
+    def routing(self) -> int:
+        """How many calls the server has accepted and not yet handed to a backend: calls on their way."""
+        ...
