@@ -10,12 +10,14 @@ A guard or classifier call is a short prompt (a review sentence, ~20 tokens) and
 it measures p50/p95 latency and req/s at 1 connection (``--calls`` calls one after another) and at 8 (8 clients,
 each sending its next call when its answer arrives, ``--calls`` x 2 calls in all).
 
-The floor, measured in the same run while the server is idle: every linear layer of the model (and of the
-adapter: its A and B products) as plain ``torch.mm`` on inputs of the call's shape, with torch's default threads
-(the engine's): the prompt's prefill (B x T rows; the LM head on the B last positions only), then one decode
-step of B rows per generated token after the first. T is the prompt length ftgw reports in ``usage``. What it
-leaves out (attention, norms, activations, tokenizing, HTTP) is ftgw's overhead. Goals (issue 18): p50 at 1
-connection <= 1.25x the floor's B=1 time, req/s at 8 >= 0.8x the floor's 8 / (B=8 time).
+The floor: every linear layer of the model (and of the adapter: its A and B products) as plain ``torch.mm`` on
+inputs of the call's shape, with torch's default threads (the engine's): the prompt's prefill (B x T rows; the
+LM head on the B last positions only), then one decode step of B rows per generated token after the first. T is
+the prompt length ftgw reports in ``usage``. What it leaves out (attention, norms, activations, tokenizing,
+HTTP) is ftgw's overhead. It is timed in this process right after each leg, the server idle: the machine's
+speed drifts by a third over minutes (the same products, 176 ms then 250), so a floor timed minutes away from
+its leg would move the ratio more than anything ftgw does. Goals (issue 18): p50 at 1 connection <= 1.25x the
+floor's B=1 time, req/s at 8 >= 0.8x the floor's 8 / (B=8 time).
 
     .venv/bin/python bench/classifier_calls.py [--calls 24] [--cache DIR] [--skip-fine-tune]
 """
@@ -95,11 +97,13 @@ class Floor:
                 timings.append(time.perf_counter() - started)
         return statistics.median(timings)
 
-    def call_figures(self, tokens: int, steps: int, *, adapter: bool) -> tuple[float, float]:
-        """The floor of a call of ``tokens`` prompt tokens and ``steps`` decode steps: seconds for one call alone
-        (B=1), and calls per second at ``CONCURRENCY`` (``CONCURRENCY`` / the B=``CONCURRENCY`` time)."""
-        single = self.seconds(tokens, 1, steps, adapter=adapter)
-        return single, CONCURRENCY / self.seconds(tokens, CONCURRENCY, steps, adapter=adapter)
+    def single(self, leg: Leg, steps: int, *, adapter: bool) -> float:
+        """The floor of one call of ``leg`` alone (B=1): seconds, at the leg's median prompt length."""
+        return self.seconds(leg.tokens, 1, steps, adapter=adapter)
+
+    def rate(self, leg: Leg, steps: int, *, adapter: bool) -> float:
+        """The floor's calls per second at ``CONCURRENCY``: ``CONCURRENCY`` / the B=``CONCURRENCY`` time."""
+        return CONCURRENCY / self.seconds(leg.tokens, CONCURRENCY, steps, adapter=adapter)
 
 
 # --------------------------------------------------------------------------------------------------- the calls
@@ -141,6 +145,31 @@ class Leg:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
+    @property
+    def tokens(self) -> int:
+        """The median prompt length the server reported."""
+        return round(statistics.median(self.prompt_tokens))
+
+    @staticmethod
+    def pooled(legs: list[Leg]) -> Leg:
+        """Several runs of a leg as one: every call's latency, their time added up."""
+        return Leg(
+            [t for leg in legs for t in leg.latencies],
+            sum(leg.seconds for leg in legs),
+            [n for leg in legs for n in leg.prompt_tokens],
+        )
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A kind of call's legs at 1 and at ``CONCURRENCY`` connections, each with its floor when one was timed:
+    seconds for one call alone (B=1), and calls per second at ``CONCURRENCY``."""
+
+    one: Leg
+    many: Leg
+    floor_single: float | None = None
+    floor_rate: float | None = None
+
 
 @dataclass(frozen=True)
 class Calls:
@@ -176,11 +205,25 @@ class Calls:
             await asyncio.gather(*[client() for _ in range(clients)])
             return Leg(latencies, time.perf_counter() - started, tokens)
 
-    def measure(self, texts: list[str], calls: int) -> tuple[Leg, Leg]:
+    def measure(self, texts: list[str], calls: int, floor: Floor | None = None) -> Measured:
         """A warm-up (4 calls, an adapter loaded), then ``calls`` calls at 1 connection and ``calls`` x 2 at
-        ``CONCURRENCY``."""
+        ``CONCURRENCY``. With ``floor``, each leg runs twice, its floor timed after each run (leg, floor, leg,
+        floor: drift in the machine's speed between them evens out), the runs pooled and the floors averaged."""
         asyncio.run(self.leg(texts[:4], 1))
-        return asyncio.run(self.leg(texts[:calls], 1)), asyncio.run(self.leg(texts[: calls * 2], CONCURRENCY))
+        if floor is None:
+            one, many = asyncio.run(self.leg(texts[:calls], 1)), asyncio.run(self.leg(texts[: calls * 2], CONCURRENCY))
+            return Measured(one, many)
+        ones, singles, manys, rates = [], [], [], []
+        for _ in range(2):
+            ones.append(asyncio.run(self.leg(texts[:calls], 1)))
+            singles.append(floor.single(ones[-1], self.kind.steps, adapter=self.fine_tuned))
+        for _ in range(2):
+            manys.append(asyncio.run(self.leg(texts[: calls * 2], CONCURRENCY)))
+            rates.append(floor.rate(manys[-1], self.kind.steps, adapter=self.fine_tuned))
+        # The floor's rate from its mean time per round, as the pooled legs' rate is calls over their total time.
+        return Measured(
+            Leg.pooled(ones), Leg.pooled(manys), statistics.mean(singles), len(rates) / sum(1 / r for r in rates)
+        )
 
 
 def fine_tune(gateway: Gateway) -> str:
@@ -204,31 +247,34 @@ def main() -> None:
 
     texts = classifier_texts(args.calls * 2)
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+    floor = Floor(args.cache)  # timed after each leg, the server idle
     with served_gateway(args.cache) as gateway:
         models = [(SMOLLM2, False)]
         if not args.skip_fine_tune:
             started = time.perf_counter()
             models.append((fine_tune(gateway), True))
             print(f"fine-tuned {models[-1][0]} in {time.perf_counter() - started:.0f} s", flush=True)
-        results: list[tuple[str, Kind, bool, Leg, Leg]] = []
+        results: list[tuple[Kind, bool, Measured]] = []
         for model, tuned in models:
             for kind in KINDS:
-                one, many = Calls(gateway.base_url, gateway.key, kind, model, tuned).measure(texts, args.calls)
-                results.append((model, kind, tuned, one, many))
-                print(f"[{model}] {kind.name}: p50 @1 {one.p(0.5) * 1e3:.0f} ms, {many.rate:.2f} req/s @8", flush=True)
-    floor = Floor(args.cache)  # the server is stopped: the floor has the machine to itself
+                measured = Calls(gateway.base_url, gateway.key, kind, model, tuned).measure(texts, args.calls, floor)
+                results.append((kind, tuned, measured))
+                rate = measured.many.rate
+                print(
+                    f"[{model}] {kind.name}: p50 @1 {measured.one.p(0.5) * 1e3:.0f} ms, {rate:.2f} req/s @8", flush=True
+                )
     print()
     header = (
         f"{'model':<12} {'call':<13} {'T':>3} {'p50 @1':>8} {'p95 @1':>8} {'floor B=1':>9} {'ratio':>6} "
         f"{'req/s @8':>8} {'p50 @8':>8} {'floor @8':>8} {'ratio':>6}"
     )
     print(header)
-    for _model, kind, tuned, one, many in results:
-        tokens = round(statistics.median(one.prompt_tokens))
-        single, batched = floor.call_figures(tokens, kind.steps, adapter=tuned)
+    for kind, tuned, m in results:
+        assert m.floor_single is not None and m.floor_rate is not None
+        one, many, single, batched = m.one, m.many, m.floor_single, m.floor_rate
         label = "fine-tune" if tuned else "base"
         print(
-            f"{label:<12} {kind.name:<13} {tokens:>3} {one.p(0.5) * 1e3:>6.0f}ms {one.p(0.95) * 1e3:>6.0f}ms "
+            f"{label:<12} {kind.name:<13} {one.tokens:>3} {one.p(0.5) * 1e3:>6.0f}ms {one.p(0.95) * 1e3:>6.0f}ms "
             f"{single * 1e3:>7.0f}ms {one.p(0.5) / single:>5.2f}x {many.rate:>8.2f} {many.p(0.5) * 1e3:>6.0f}ms "
             f"{batched:>8.2f} {many.rate / batched:>5.2f}x"
         )

@@ -12,7 +12,8 @@ Each server is started, measured and stopped in turn; never two of them under lo
               ftgw, which answers the same sentences as ``/v1/classifications`` too (``classifier_calls.py``'s
               legs). req/s, p50 and p95. ftgw's calls have rows against the floor too: ``classifier_calls.Floor``,
               the model's linear layers as bare torch products of the call's shape (the prompt length ftgw reports),
-              timed in this process once every server is stopped: p50 per call at 1, calls/s at 8.
+              timed in this process right after each of ftgw's legs, ftgw idle (the machine's speed drifts over
+              minutes): p50 per call at 1, calls/s at 8.
   routed      ``routed_inference.py``'s wrk legs (``--connections`` 16, then 1): the fixed-reply nginx upstream,
               the bare passthrough (``passthrough.py``) in front of it, then ftgw routing an alias to it. ftgw's
               req/s @16 over the passthrough's and its p50 @1 over nginx's.
@@ -49,7 +50,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
@@ -62,7 +62,16 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import routed_inference  # noqa: E402
-from classifier_calls import CLASSIFY, CONCURRENCY, MAX_TOKENS_1, Calls, Floor, Kind, classifier_texts  # noqa: E402
+from classifier_calls import (  # noqa: E402
+    CLASSIFY,
+    CONCURRENCY,
+    MAX_TOKENS_1,
+    Calls,
+    Floor,
+    Kind,
+    Measured,
+    classifier_texts,
+)
 from classifier_calls import Leg as CallLeg  # noqa: E402
 from routed_inference import (  # noqa: E402
     FTGW_PORT,
@@ -120,8 +129,7 @@ class Results:
     """What the run has measured so far (kept by the caller, so that a later failure loses nothing)."""
 
     generation: dict[tuple[str, str], dict[int, StreamLeg]] = field(default_factory=dict)  # (side, label) -> legs
-    classifier: dict[tuple[str, str, str], tuple[CallLeg, CallLeg]] = field(default_factory=dict)  # -> (@1, @8)
-    floor: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)  # (label, call) -> (s @1, /s @8)
+    classifier: dict[tuple[str, str, str], Measured] = field(default_factory=dict)  # (side, label, call) -> legs
     routed: dict[str, TargetResult] = field(default_factory=dict)  # routed_inference's, by target
     errors: list[str] = field(default_factory=list)
 
@@ -142,8 +150,11 @@ def summary(leg: CallLeg) -> str:
     return f"{leg.rate:.2f} req/s, p50 {leg.p(0.5) * 1e3:.0f} ms, p95 {leg.p(0.95) * 1e3:.0f} ms"
 
 
-def measure_side(side: Side, args: argparse.Namespace, texts: list[str], results: Results) -> None:
-    """The generation legs, then the classifier legs, of every model ``side`` serves."""
+def measure_side(
+    side: Side, args: argparse.Namespace, texts: list[str], results: Results, floor: Floor | None = None
+) -> None:
+    """The generation legs, then the classifier legs, of every model ``side`` serves (with ``floor``, each
+    classifier leg followed by its floor)."""
     if not args.skip_generation:
         for label, model, fields in side.models("generation"):
             legs = results.generation.setdefault((side.name, label), {})
@@ -157,11 +168,13 @@ def measure_side(side: Side, args: argparse.Namespace, texts: list[str], results
             # /v1/classifications has fields of its own: the model knows its prompt format (and, tuned, its labels).
             extra = completion if kind is MAX_TOKENS_1 else {}
             calls = Calls(side.base_url, side.key, kind, model, label == "adapter", extra)
-            one, many = calls.measure(texts, args.calls)
-            results.classifier[(side.name, label, kind.name)] = one, many
+            measured = results.classifier[(side.name, label, kind.name)] = calls.measure(texts, args.calls, floor)
+            against = ""
+            if measured.floor_single is not None and measured.floor_rate is not None:
+                against = f" (floor {measured.floor_single * 1e3:.0f} ms @1, {measured.floor_rate:.2f} req/s @8)"
             print(
-                f"[{side.name}-{label}] {kind.name}, {statistics.median(one.prompt_tokens):.0f} prompt tokens: "
-                f"@1 {summary(one)}; @{CONCURRENCY} {summary(many)}",
+                f"[{side.name}-{label}] {kind.name}, {measured.one.tokens} prompt tokens: "
+                f"@1 {summary(measured.one)}; @{CONCURRENCY} {summary(measured.many)}{against}",
                 flush=True,
             )
 
@@ -177,9 +190,10 @@ def fine_tune(gateway: Gateway, args: argparse.Namespace) -> dict[str, Tuned]:
 
 
 def run_engines(args: argparse.Namespace, run_dir: Path, results: Results) -> None:
-    """vLLM-CPU's legs, then, vLLM stopped, ftgw's; then, ftgw stopped, the classifier's floor. With --adapter the
+    """vLLM-CPU's legs, then, vLLM stopped, ftgw's, each classifier leg followed by its floor. With --adapter the
     ftgw that is measured starts first and fine-tunes the adapters (its embedded worker on), then stays idle."""
     texts = classifier_texts(args.calls * 2)
+    floor = None if args.skip_classifier else Floor(args.model_cache)
     tuned: dict[str, Tuned] = {}
     with ExitStack() as ours:
         gateway: Gateway | None = None
@@ -208,14 +222,7 @@ def run_engines(args: argparse.Namespace, run_dir: Path, results: Results) -> No
             gateway = ours.enter_context(gateway_logged(args.model_cache, {"FTGW_EMBEDDED_WORKER": "false"}, "ftgw"))
         adapters = {section: adapter.model for section, adapter in tuned.items()}
         side = Side("ftgw", gateway.base_url, gateway.key, adapters, AS_THEY_ARE, (MAX_TOKENS_1, CLASSIFY))
-        measure_side(side, args, texts, results)
-    if not args.skip_classifier:
-        print("[floor] the model's linear layers as bare torch products, every server stopped", flush=True)
-        floor = Floor(args.model_cache)
-        for (name, label, call), (one, _) in results.classifier.items():
-            if name == "ftgw":  # the prompt length ftgw reports; one token: no decode step after the prefill
-                tokens = round(statistics.median(one.prompt_tokens))
-                results.floor[(label, call)] = floor.call_figures(tokens, 0, adapter=label == "adapter")
+        measure_side(side, args, texts, results, floor)
 
 
 def routed_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -287,13 +294,13 @@ STREAM_FIGURES: list[Figure[StreamLeg]] = [
     ("TTFT p50 (ms)", lambda leg: leg.ttft_p50_ms, "{:,.0f}", False),
 ]
 # Those of a classifier leg pair (@1, @8).
-CALL_FIGURES: list[Figure[tuple[CallLeg, CallLeg]]] = [
-    ("req/s @1", lambda legs: legs[0].rate, "{:,.2f}", True),
-    ("p50 @1 (ms)", lambda legs: legs[0].p(0.5) * 1e3, "{:,.0f}", False),
-    ("p95 @1 (ms)", lambda legs: legs[0].p(0.95) * 1e3, "{:,.0f}", False),
-    (f"req/s @{CONCURRENCY}", lambda legs: legs[1].rate, "{:,.2f}", True),
-    (f"p50 @{CONCURRENCY} (ms)", lambda legs: legs[1].p(0.5) * 1e3, "{:,.0f}", False),
-    (f"p95 @{CONCURRENCY} (ms)", lambda legs: legs[1].p(0.95) * 1e3, "{:,.0f}", False),
+CALL_FIGURES: list[Figure[Measured]] = [
+    ("req/s @1", lambda legs: legs.one.rate, "{:,.2f}", True),
+    ("p50 @1 (ms)", lambda legs: legs.one.p(0.5) * 1e3, "{:,.0f}", False),
+    ("p95 @1 (ms)", lambda legs: legs.one.p(0.95) * 1e3, "{:,.0f}", False),
+    (f"req/s @{CONCURRENCY}", lambda legs: legs.many.rate, "{:,.2f}", True),
+    (f"p50 @{CONCURRENCY} (ms)", lambda legs: legs.many.p(0.5) * 1e3, "{:,.0f}", False),
+    (f"p95 @{CONCURRENCY} (ms)", lambda legs: legs.many.p(0.95) * 1e3, "{:,.0f}", False),
 ]
 CALL_NAMES = {MAX_TOKENS_1.name: "max_tokens 1 + logprobs", CLASSIFY.name: "/v1/classifications"}
 
@@ -325,12 +332,11 @@ def classifier_rows(results: Results) -> Iterator[Row]:
                 continue
             what = "classifier" + (" (adapter)" if label == "adapter" else "") + f", {CALL_NAMES[kind.name]}"
             yield from compared(what, CALL_FIGURES, ours, anchor, "vLLM-CPU max_tokens 1")
-            floor = results.floor.get((label, kind.name))
-            if ours is None or floor is None:
+            if ours is None or ours.floor_single is None or ours.floor_rate is None:
                 continue
-            single, rate = floor
-            yield Row(f"{what}: p50 @1 (ms)", ours[0].p(0.5) * 1e3, single * 1e3, "floor", "{:,.0f}", False, 1.25)
-            yield Row(f"{what}: req/s @{CONCURRENCY}", ours[1].rate, rate, "floor", "{:,.2f}", True, 0.8)
+            p50, single = ours.one.p(0.5) * 1e3, ours.floor_single * 1e3
+            yield Row(f"{what}: p50 @1 (ms)", p50, single, "floor", "{:,.0f}", False, 1.25)
+            yield Row(f"{what}: req/s @{CONCURRENCY}", ours.many.rate, ours.floor_rate, "floor", "{:,.2f}", True, 0.8)
 
 
 def routed_rows(results: Results, args: argparse.Namespace) -> Iterator[Row]:
