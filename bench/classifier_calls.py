@@ -14,10 +14,11 @@ The floor: every linear layer of the model (and of the adapter: its A and B prod
 inputs of the call's shape, with torch's default threads (the engine's): the prompt's prefill (B x T rows; the
 LM head on the B last positions only), then one decode step of B rows per generated token after the first. T is
 the prompt length ftgw reports in ``usage``. What it leaves out (attention, norms, activations, tokenizing,
-HTTP) is ftgw's overhead. It is timed in this process right after each leg, the server idle: the machine's
-speed drifts by a third over minutes (the same products, 176 ms then 250), so a floor timed minutes away from
-its leg would move the ratio more than anything ftgw does. Goals (issue 18): p50 at 1 connection <= 1.25x the
-floor's B=1 time, req/s at 8 >= 0.8x the floor's 8 / (B=8 time).
+HTTP) is ftgw's overhead. It is timed in this process right after each leg, the server idle, and each leg runs
+twice (leg, floor, leg, floor; legs pooled, floors averaged): the machine's speed drifts by a third within
+minutes (the same products, 176 ms then 250), so a floor timed minutes away from its leg would move the ratio
+more than anything ftgw does. Goals (issue 18): p50 at 1 connection <= 1.25x the floor's B=1 time, req/s at 8
+>= 0.8x the floor's 8 / (B=8 time).
 
     .venv/bin/python bench/classifier_calls.py [--calls 24] [--cache DIR] [--skip-fine-tune]
 """

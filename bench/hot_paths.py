@@ -12,8 +12,8 @@ Each server is started, measured and stopped in turn; never two of them under lo
               ftgw, which answers the same sentences as ``/v1/classifications`` too (``classifier_calls.py``'s
               legs). req/s, p50 and p95. ftgw's calls have rows against the floor too: ``classifier_calls.Floor``,
               the model's linear layers as bare torch products of the call's shape (the prompt length ftgw reports),
-              timed in this process right after each of ftgw's legs, ftgw idle (the machine's speed drifts over
-              minutes): p50 per call at 1, calls/s at 8.
+              timed in this process right after each of ftgw's legs, ftgw idle, each leg and its floor twice
+              (the machine's speed drifts within minutes): p50 per call at 1, calls/s at 8.
   routed      ``routed_inference.py``'s wrk legs (``--connections`` 16, then 1): the fixed-reply nginx upstream,
               the bare passthrough (``passthrough.py``) in front of it, then ftgw routing an alias to it. ftgw's
               req/s @16 over the passthrough's and its p50 @1 over nginx's.

@@ -292,10 +292,10 @@ async def test_a_bad_request_fails_alone(engine: Engine) -> None:
     assert (await collect(engine, greedy(engine, PROMPTS[1], max_new_tokens=2)))[-1].finish_reason == "length"
 
 
-def test_fused_decode_steps_match_torch_operations(tiny_path: Path, tmp_path: Path) -> None:
-    """On CPU in float32 decode steps run the engine's own kernels; elsewhere the same step runs on torch
-    operations. Both paths, from the same prefilled cache, must give the same logits and write the same cache,
-    with LoRA on every projection for some rows and none for others."""
+def test_fused_prefill_and_decode_steps_match_torch_operations(tiny_path: Path, tmp_path: Path) -> None:
+    """On CPU in float32 decode steps and the prefill of short prompts run the engine's own kernels; elsewhere the
+    same pass runs on torch operations. Both paths must give the same logits and write the same cache, with LoRA
+    on every projection for some rows and none for others, and after a cached prefix."""
     from app.providers.local.engine._llama import LlamaRunner
     from app.providers.local.engine._lora import load_lora
     from app.providers.local.hf import load_causal_lm
@@ -311,8 +311,9 @@ def test_fused_decode_steps_match_torch_operations(tiny_path: Path, tmp_path: Pa
     # Prefill groups index tokens (the prompts concatenated); decode groups index rows.
     token_rows = torch.tensor([sum(lengths[:i]) + t for i in on_lora.tolist() for t in range(lengths[i])])
     with torch.inference_mode():
-        for runner in runners:
-            runner.prefill(prompts, [0, 1, 2, 3], [0] * 4, [(lora, token_rows)])
+        # Short prompts are prefilled through the same kernels, each prompt's tokens in order.
+        fused, plain = (r.prefill(prompts, [0, 1, 2, 3], [0] * 4, [(lora, token_rows)]) for r in runners)
+        torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-4)
         tokens, positions = [3, 4, 5, 6], list(lengths)
         for _ in range(5):
             fused, plain = (r.decode(tokens, positions, [(lora, on_lora)]) for r in runners)
@@ -322,6 +323,12 @@ def test_fused_decode_steps_match_torch_operations(tiny_path: Path, tmp_path: Pa
         for a, b in ((runners[0].cache.k, runners[1].cache.k), (runners[0].cache.v, runners[1].cache.v)):
             for row, n in enumerate(positions):
                 torch.testing.assert_close(a[:, row, :, :n], b[:, row, :, :n], rtol=1e-4, atol=1e-4)
+        # Rows 4 and 5 continue a prefix cached in row 4 (prompts sharing a chat template's start).
+        for runner in runners:
+            runner.prefill([[9, 9, 1, 2, 3]], [4], [0], [])
+            runner.cache.copy_prefix(4, [5], 5)
+        fused, plain = (r.prefill([[7, 7], [6]], [4, 5], [5, 5], []) for r in runners)
+        torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-4)
 
 
 def test_padded_prefill_attention_matches_attention_prompt_by_prompt(
@@ -343,7 +350,7 @@ def test_padded_prefill_attention_matches_attention_prompt_by_prompt(
     results = []
     for padded in (True, False):
         monkeypatch.setattr(_llama, "_padding_pays", lambda lengths, cached, padded=padded: padded)
-        runner = _llama.LlamaRunner(model)
+        runner = _llama.LlamaRunner(model, fused=False)  # short prompts on CPU would take the fused kernels
         with torch.inference_mode():
             runner.prefill([prefix], [5], [0], [])
             runner.cache.copy_prefix(5, [1], len(prefix))

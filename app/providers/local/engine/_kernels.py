@@ -182,7 +182,8 @@ def warm_up() -> None:
     cache = np.zeros((1, 1, 1, 1, 2), dtype=np.float32)
     table = np.ones((1, 2), dtype=np.float32)
     head = np.empty((1, 2), dtype=np.float32)
-    attend(np.ones((1, 6), dtype=np.float32), table, table, cache, cache.copy(), 0, np.zeros(1, np.int64), 1, 1.0, head)
+    zero = np.zeros(1, np.int64)
+    attend(np.ones((1, 6), dtype=np.float32), table, table, cache, cache.copy(), 0, zero, zero, 1, 1.0, head)
 
 
 # -- the rest of a decode step: normalisation and attention, fused per layer ----------------------------------
@@ -224,20 +225,23 @@ def attend(
     keys: np.ndarray,
     values: np.ndarray,
     layer: int,
+    rows: np.ndarray,
     positions: np.ndarray,
     heads: int,
     scale: float,
     out: np.ndarray,
 ) -> None:  # pragma: no cover
-    """One decode step of grouped-query attention for every row, rotary embedding included.
+    """Grouped-query attention of tokens, one after another, rotary embedding included: a decode step of every
+    row, or a prefill of short prompts.
 
-    ``qkv`` ``[rows, (heads + 2 * kv_heads) * d]`` is the fused projection; row r's token is at ``positions[r]``,
-    where its rotated key and its value are written into the cache ``keys``/``values`` ``[layers, rows, kv_heads,
-    columns, d]``. ``cos``/``sin`` ``[context, d]`` are the rotary tables, ``sin`` with its first half negated
-    (so ``rotate_half(x) * sin == roll(x, d/2) * sin``). Each query attends to its own row's columns
-    ``0..positions[r]``; ``out`` ``[rows, heads * d]`` gets the attention output.
+    ``qkv`` ``[tokens, (heads + 2 * kv_heads) * d]`` is the fused projection; token i belongs to cache row
+    ``rows[i]`` at position ``positions[i]``, where its rotated key and its value are written into the cache
+    ``keys``/``values`` ``[layers, rows, kv_heads, columns, d]``. ``cos``/``sin`` ``[context, d]`` are the rotary
+    tables, ``sin`` with its first half negated (so ``rotate_half(x) * sin == roll(x, d/2) * sin``). Each query
+    attends to its row's columns ``0..positions[i]``, so a prompt's tokens, in order, attend causally (each
+    written before the next reads it); ``out`` ``[tokens, heads * d]`` gets the attention output.
     """
-    rows = qkv.shape[0]
+    tokens = qkv.shape[0]
     kv_heads, d = keys.shape[2], keys.shape[4]
     half = d // 2
     per_kv = heads // kv_heads
@@ -247,24 +251,24 @@ def attend(
     weights = np.empty((per_kv, keys.shape[3]), dtype=np.float32)
     top = np.empty(per_kv, dtype=np.float32)
     total = np.empty(per_kv, dtype=np.float32)
-    for r in range(rows):
-        p = positions[r]
+    for i in range(tokens):
+        r, p = rows[i], positions[i]
         for g in range(kv_heads):
             # This kv head's new key (rotated) and value go into the cache at column p.
             k_start = q_width + g * d
             for j in range(half):
-                keys[layer, r, g, p, j] = qkv[r, k_start + j] * cos[p, j] + qkv[r, k_start + j + half] * sin[p, j]
+                keys[layer, r, g, p, j] = qkv[i, k_start + j] * cos[p, j] + qkv[i, k_start + j + half] * sin[p, j]
             for j in range(half, d):
-                keys[layer, r, g, p, j] = qkv[r, k_start + j] * cos[p, j] + qkv[r, k_start + j - half] * sin[p, j]
+                keys[layer, r, g, p, j] = qkv[i, k_start + j] * cos[p, j] + qkv[i, k_start + j - half] * sin[p, j]
             for j in range(d):
-                values[layer, r, g, p, j] = qkv[r, v_start + g * d + j]
+                values[layer, r, g, p, j] = qkv[i, v_start + g * d + j]
             # Its query heads, rotated, each scored against every cached key of this row (one pass over them).
             for e in range(per_kv):
                 q_start = (g * per_kv + e) * d
                 for j in range(half):
-                    queries[e, j] = qkv[r, q_start + j] * cos[p, j] + qkv[r, q_start + j + half] * sin[p, j]
+                    queries[e, j] = qkv[i, q_start + j] * cos[p, j] + qkv[i, q_start + j + half] * sin[p, j]
                 for j in range(half, d):
-                    queries[e, j] = qkv[r, q_start + j] * cos[p, j] + qkv[r, q_start + j - half] * sin[p, j]
+                    queries[e, j] = qkv[i, q_start + j] * cos[p, j] + qkv[i, q_start + j - half] * sin[p, j]
                 top[e] = -np.inf
                 total[e] = 0
             for c in range(p + 1):
@@ -283,8 +287,8 @@ def attend(
                 inverse = np.float32(1) / total[e]
                 q_start = (g * per_kv + e) * d
                 for j in range(d):
-                    out[r, q_start + j] = 0
+                    out[i, q_start + j] = 0
                 for c in range(p + 1):
                     weight = weights[e, c] * inverse
                     for j in range(d):
-                        out[r, q_start + j] += weight * values[layer, r, g, c, j]
+                        out[i, q_start + j] += weight * values[layer, r, g, c, j]
