@@ -12,7 +12,6 @@ from app.inference.backends.upstream import UpstreamBackend
 from app.inference.backends.vllm import VllmBackend
 from app.inference.gateway import InferenceGateway, InFlight
 from app.inference.upstream import UpstreamClient
-from app.providers.local.engine import Traffic
 from app.providers.registry import ProviderRegistry
 from app.registry.routing import ModelCatalog
 from app.usage.limits import Limiter, RateLimiter
@@ -21,7 +20,7 @@ from app.usage.service import UsageMeter
 LOCAL = "local"
 
 
-def build_backends(settings: Settings, providers: ProviderRegistry, traffic: Traffic | None = None) -> Backends:
+def build_backends(settings: Settings, providers: ProviderRegistry, traffic: InFlight | None = None) -> Backends:
     """The local engine, one backend per upstream provider, one per vLLM fleet (which then serves the local
     models of its base model, base and fine-tuned alike). ``traffic`` tells the local engine about the calls in
     flight (:class:`InFlight`)."""
