@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from app.inference.gateway import InFlight
 from app.providers.local.base_models import SMOLLM2, TINY, BaseModelStore
 from app.providers.local.engine import Engine, GenerationChunk, GenerationFailed, GenerationRequest
-from app.providers.local.engine._decode import TextState, adjusted, pick_token
+from app.providers.local.engine._decode import TextState, TopLogprobs, adjusted, pick_token
 from app.providers.local.engine._lora import UnsupportedAdapter
 from app.providers.local.engine._types import GREEDY_BELOW
 from app.providers.local.hf import quiet_peft
@@ -169,6 +169,30 @@ async def test_seed_makes_sampling_reproducible(engine: Engine) -> None:
     batched = await asyncio.gather(collect(engine, sampled(1)), collect(engine, sampled(2)))
     assert [c.token_ids for c in batched[0]] == first
     assert [c.token_ids for c in batched[1]] != first
+
+
+def test_a_batchs_logprobs_at_once_equal_each_rows_own() -> None:
+    """One softmax and one top-k for the rows that ask (each its own count; 0: none) give each row what its own
+    softmax and top-k give, and nothing to a row that did not ask."""
+    torch.manual_seed(7)
+    logits = torch.randn(5, 300) * 4
+    logits[2, 17] = 40.0  # a row whose distribution is one token
+    counts = [3, 0, 20, 1, 0]
+    batch = TopLogprobs(logits, counts)
+    for i, n in enumerate(counts):
+        row = batch.row(i)
+        if n == 0:
+            assert row is None
+            continue
+        assert row is not None
+        own = torch.log_softmax(logits[i], dim=-1)
+        values, ids = own.topk(n)
+        got = row.of(5, lambda t: f"<{t}>")
+        assert [t.token_id for t in got.top] == ids.tolist()
+        assert [t.logprob for t in got.top] == pytest.approx(values.tolist(), abs=1e-6)
+        assert [t.token for t in got.top] == [f"<{t}>" for t in ids.tolist()]
+        assert (got.token_id, got.token, got.logprob) == (5, "<5>", pytest.approx(float(own[5]), abs=1e-6))
+    assert TopLogprobs(logits, [0] * 5).row(0) is None
 
 
 async def test_logprobs_top_alternatives(engine: Engine) -> None:

@@ -55,12 +55,41 @@ def pick_token(logits: torch.Tensor, *, temperature: float, top_p: float, genera
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def token_logprob(logits: torch.Tensor, token_id: int, n: int, text_of: Any) -> TokenLogprob:
-    """The chosen token's logprob and the ``n`` most likely tokens, under the unscaled distribution."""
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    values, ids = logprobs.topk(n) if n else (logprobs[:0], logprobs[:0].long())
-    top = tuple(TopLogprob(int(i), text_of(int(i)), float(v)) for v, i in zip(values, ids, strict=True))
-    return TokenLogprob(token_id, text_of(token_id), float(logprobs[token_id]), top)
+class TopLogprobs:
+    """The logprobs of a batch's rows that ask for them (``counts[i]`` most likely tokens for row ``i``; 0: none),
+    under the unscaled distribution, computed for all those rows at once: one softmax and one top-k for the batch,
+    not one each."""
+
+    def __init__(self, logits: torch.Tensor, counts: list[int]) -> None:
+        self._counts = counts
+        wanted = [i for i, n in enumerate(counts) if n]
+        self._at = {row: j for j, row in enumerate(wanted)}
+        if not wanted:
+            return
+        rows = logits if len(wanted) == len(counts) else logits[wanted]
+        self._logprobs = torch.log_softmax(rows.float(), dim=-1)
+        values, ids = self._logprobs.topk(max(counts[i] for i in wanted))
+        self._values, self._ids = values.tolist(), ids.tolist()
+
+    def row(self, i: int) -> RowLogprobs | None:
+        """Row ``i``'s distribution, or None when it asked for no logprobs."""
+        j = self._at.get(i)
+        if j is None:
+            return None
+        n = self._counts[i]
+        return RowLogprobs(self._logprobs[j], self._values[j][:n], self._ids[j][:n])
+
+
+class RowLogprobs:
+    """One row's log-distribution and its most likely tokens (ids and logprobs, most likely first)."""
+
+    def __init__(self, logprobs: torch.Tensor, values: list[float], ids: list[int]) -> None:
+        self._logprobs, self._values, self._ids = logprobs, values, ids
+
+    def of(self, token_id: int, text_of: Any) -> TokenLogprob:
+        """The chosen token's logprob, with the row's most likely tokens; ``text_of(id)`` gives a token's text."""
+        top = tuple(TopLogprob(i, text_of(i), v) for v, i in zip(self._values, self._ids, strict=True))
+        return TokenLogprob(token_id, text_of(token_id), float(self._logprobs[token_id]), top)
 
 
 class TextState:

@@ -38,7 +38,7 @@ import torch
 
 from app.providers.local.base_models import BaseModelStore
 from app.providers.local.engine._batch import Slot, context_length, load_slot
-from app.providers.local.engine._decode import TextState, adjusted, pick_token, token_logprob
+from app.providers.local.engine._decode import RowLogprobs, TextState, TopLogprobs, adjusted, pick_token
 from app.providers.local.engine._types import (
     FinishReason,
     GenerationChunk,
@@ -395,8 +395,7 @@ class Engine:
                 self._prefill(slot, [seq], running)
             return
         self.prefill_passes += 1
-        best = logits.argmax(dim=-1).tolist()
-        keep = [i for i, s in enumerate(seqs) if self._accept_guarded(slot, s, logits[i], best[i])]
+        keep = self._accept_all(slot, seqs, logits)
         slot.join(keep)
         running.extend(seqs[i] for i in keep)
 
@@ -421,8 +420,7 @@ class Engine:
             self._rebuild(model)
             return
         self.decode_steps += 1
-        best = logits.argmax(dim=-1).tolist()  # every row's greedy pick in one call
-        keep = [i for i, s in enumerate(running) if self._accept_guarded(slot, s, logits[i], best[i])]
+        keep = self._accept_all(slot, running, logits)
         if len(keep) < len(running):
             slot.keep_rows(keep)
             running[:] = [running[i] for i in keep]
@@ -437,17 +435,36 @@ class Engine:
             if not seq.cancelled.is_set():
                 self._prefill(slot, [seq], self._running[model])
 
-    def _accept_guarded(self, slot: Slot, seq: _Sequence, logits: torch.Tensor, greedy: int) -> bool:
-        """:meth:`_accept`, a failure ending this sequence alone."""
-        try:
-            return self._accept(slot, seq, logits, greedy)
-        except Exception as error:
-            seq.send(_failed(error))
-            return False
+    def _accept_all(self, slot: Slot, seqs: list[_Sequence], logits: torch.Tensor) -> list[int]:
+        """Pick and send each sequence's next token from its row of ``logits``; the indices of those that go on.
 
-    def _accept(self, slot: Slot, seq: _Sequence, logits: torch.Tensor, greedy: int) -> bool:
-        """Pick (``greedy``, the batch's argmax of this row, when nothing adjusts it) and send ``seq``'s next
-        token; whether it goes on running."""
+        The greedy picks, and the logprobs of the rows that asked for them, are computed for all rows at once, and
+        the chunks reach their consumers' event loops together, once every row is done: per row, the event loop
+        woke up while the rest were still being picked and the two threads took turns holding the GIL."""
+        best = logits.argmax(dim=-1).tolist()  # every row's greedy pick in one call
+        distributions = TopLogprobs(logits, [s.request.n_logprobs for s in seqs])
+        outbox: list[tuple[_Sequence, GenerationChunk | BaseException]] = []
+        keep = []
+        for i, seq in enumerate(seqs):
+            try:
+                if self._accept(slot, seq, logits[i], best[i], distributions.row(i), outbox):
+                    keep.append(i)
+            except Exception as error:  # this sequence alone fails
+                outbox.append((seq, _failed(error)))
+        _deliver(outbox)
+        return keep
+
+    def _accept(
+        self,
+        slot: Slot,
+        seq: _Sequence,
+        logits: torch.Tensor,
+        greedy: int,
+        distribution: RowLogprobs | None,
+        outbox: list[tuple[_Sequence, GenerationChunk | BaseException]],
+    ) -> bool:
+        """Pick (``greedy``, the batch's argmax of this row, when nothing adjusts it) ``seq``'s next token and put
+        its chunk in ``outbox``; whether it goes on running."""
         request, text, generator = seq.request, seq.text, seq.generator
         assert text is not None and generator is not None
         scores = adjusted(logits, request, seq.counts)
@@ -458,8 +475,8 @@ class Engine:
         if request.frequency_penalty or request.presence_penalty:
             seq.counts[token] += 1
         logprobs: tuple[TokenLogprob, ...] = ()
-        if request.n_logprobs:
-            logprobs = (token_logprob(logits, token, request.n_logprobs, lambda i: text.decode([i])),)
+        if distribution is not None:
+            logprobs = (distribution.of(token, lambda i: text.decode([i])),)
         finish: FinishReason | None = None
         if token in slot.eos_ids:
             text.ids.append(token)
@@ -472,7 +489,7 @@ class Engine:
             elif len(text.ids) >= request.max_new_tokens or total >= slot.context_length:
                 piece, finish = piece + text.flush(), "length"
         usage = Usage(len(request.prompt_ids), len(text.ids)) if finish else None
-        seq.send(GenerationChunk(piece, (token,), logprobs, finish, usage))
+        outbox.append((seq, GenerationChunk(piece, (token,), logprobs, finish, usage)))
         seq.last_token = token
         return finish is None and not seq.cancelled.is_set()
 
@@ -517,3 +534,21 @@ def _prefill_chunks(seqs: list[_Sequence]) -> list[list[_Sequence]]:
         chunks[-1].append(seq)
         tokens += n
     return chunks
+
+
+def _deliver(outbox: list[tuple[_Sequence, GenerationChunk | BaseException]]) -> None:
+    """Hand each sequence its item, waking each consumers' event loop once for all of its items."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Sequence, GenerationChunk | BaseException]]] = {}
+    for seq, item in outbox:
+        by_loop.setdefault(seq.loop, []).append((seq, item))
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_put_each, items)
+        except RuntimeError:  # the consumers' loop is closed: nobody is listening any more
+            for seq, _ in items:
+                seq.cancelled.set()
+
+
+def _put_each(items: list[tuple[_Sequence, GenerationChunk | BaseException]]) -> None:
+    for seq, item in items:
+        seq.out.put_nowait(item)
