@@ -32,6 +32,7 @@ def build_backends(settings: Settings, providers: ProviderRegistry, traffic: InF
             max_batch_size=settings.engine_max_batch_size,
             default_max_tokens=settings.default_max_tokens,
             traffic=traffic,
+            int8_models=frozenset(settings.engine_int8_models),
         )
     ]
     backends += [UpstreamBackend(UpstreamClient(config)) for config in settings.providers]

@@ -173,13 +173,19 @@ def test_deleted_fine_tuned_model_is_404_everywhere(training_gateway: Gateway) -
 
 def test_engine_bounds_come_from_settings(database_url: str, tmp_path: Path, model_cache: Path) -> None:
     settings = gateway_settings(
-        database_url, tmp_path, model_cache, engine_max_adapters=3, engine_max_batch_size=5, default_max_tokens=3
+        database_url,
+        tmp_path,
+        model_cache,
+        engine_max_adapters=3,
+        engine_max_batch_size=5,
+        default_max_tokens=3,
+        engine_int8_models=[MODEL],
     )
     with serve(settings) as gw:
         client = make_tenant(gw).client
         assert client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=2).usage.completion_tokens > 0
         engine = gw.app.state.inference.backends.get("local").engine()  # the local backend's, created by that request
-        assert (engine.max_adapters, engine.max_batch_size) == (3, 5)
+        assert (engine.max_adapters, engine.max_batch_size, engine.int8_models) == (3, 5, {MODEL})
         # The engine hears from the gateway whether other calls are on their way; none is once answered.
         inference = gw.app.state.inference
         assert inference.backends.get("local").traffic is inference.in_flight

@@ -23,6 +23,7 @@ class LocalBackend:
         max_batch_size: int,
         default_max_tokens: int,
         traffic: Traffic | None = None,
+        int8_models: frozenset[str] = frozenset(),
     ) -> None:
         self.name = "local"
         self.store = store
@@ -30,6 +31,7 @@ class LocalBackend:
         self.max_batch_size = max_batch_size
         self.default_max_tokens = default_max_tokens  # a chat completion's bound when the caller sets none
         self.traffic = traffic  # the gateway's calls in flight (the engine's Traffic)
+        self.int8_models = int8_models  # base models whose decode steps read int8 weights
         self._engine: Engine | None = None
 
     def engine(self) -> Engine:
@@ -39,6 +41,7 @@ class LocalBackend:
                 max_adapters=self.max_adapters,
                 max_batch_size=self.max_batch_size,
                 traffic=self.traffic,
+                int8_models=self.int8_models,
             )
         return self._engine
 

@@ -651,3 +651,54 @@ def test_picking_a_token_never_fails_for_any_accepted_temperature(
     elif top_p < 1:  # nucleus: the tokens more likely than the pick have less than top_p of the mass together
         probs = torch.softmax((row.double() - row.max()) / temperature, dim=-1)
         assert float(probs[probs > probs[token]].sum()) < top_p + 1e-9
+
+
+def test_int8_decode_steps_stay_near_float32(smollm2_path: Path) -> None:
+    """The int8 serving mode (decode-step products on int8 weights) on SmolLM2's real weights: every step's
+    distribution within a small KL of float32's and the same greedy token on nearly every step, fed the same tokens.
+    The logits are not float32's bit for bit: the int8 products did run."""
+    from transformers import AutoTokenizer
+
+    from app.providers.local.engine._llama import LlamaRunner
+    from app.providers.local.hf import load_causal_lm
+
+    model = load_causal_lm(smollm2_path, torch.float32, torch.device("cpu")).eval()
+    exact, int8 = LlamaRunner(model), LlamaRunner(model, int8=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_path), local_files_only=True)
+    texts = ["The capital of France is", "Once upon a time there was", "The recipe calls for two", "In 1969, the"]
+    prompts = [tokenizer(t)["input_ids"] for t in texts]
+    kls, agree, steps = [], 0, 0
+    with torch.inference_mode():
+        a = exact.prefill(prompts, [0, 1, 2, 3], [0] * 4, [])
+        b = int8.prefill(prompts, [0, 1, 2, 3], [0] * 4, [])
+        positions = [len(p) for p in prompts]
+        for _ in range(12):
+            p, q = torch.log_softmax(a, dim=-1), torch.log_softmax(b, dim=-1)
+            kls += (p.exp() * (p - q)).sum(dim=-1).tolist()
+            agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+            steps += len(prompts)
+            assert not torch.equal(a, b)
+            tokens = a.argmax(dim=-1).tolist()  # both fed float32's greedy pick
+            a, b = exact.decode(tokens, positions, []), int8.decode(tokens, positions, [])
+            positions = [n + 1 for n in positions]
+    assert max(kls) < 0.02 and sum(kls) / len(kls) < 0.005, kls
+    assert agree >= 0.9 * steps
+
+
+async def test_an_engine_serves_the_models_it_is_told_to_on_int8_weights(store: BaseModelStore) -> None:
+    """``int8_models`` reaches the model's slot: the same request's logprobs move a little (the int8 products),
+    not a lot; a model not named stays float32 bit for bit."""
+    plain, int8 = Engine(store), Engine(store, int8_models=frozenset({TINY}))
+    other = Engine(store, int8_models=frozenset({SMOLLM2}))
+    try:
+        request = greedy(plain, PROMPTS[2], n_logprobs=5, max_new_tokens=4)
+        want, got, same = [await collect(e, request) for e in (plain, int8, other)]
+        assert_same_generations([want], [same])
+        assert [t.logprob for c in got for lp in c.logprobs for t in lp.top] != [
+            t.logprob for c in want for lp in c.logprobs for t in lp.top
+        ]
+        first, want_first = got[0].logprobs[0], want[0].logprobs[0]
+        assert [t.logprob for t in first.top] == pytest.approx([t.logprob for t in want_first.top], abs=0.1)
+    finally:
+        for engine in (plain, int8, other):
+            await engine.close()

@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.providers.local.engine._kernels import MAX_ROWS, add_rms_norm, matmul_wt, rms_norm
+from app.providers.local.engine._kernels import (
+    MAX_ROWS,
+    add_rms_norm,
+    matmul_wt,
+    matmul_wt_int8,
+    quantize_rows,
+    rms_norm,
+)
 
 
 @pytest.mark.parametrize("rows", range(1, MAX_ROWS + 3))
@@ -47,6 +54,41 @@ def test_non_contiguous_rows_and_non_finite_values() -> None:
     assert np.isnan(got[1]).all()  # NaN spreads over its row and stays there: no finite-math shortcuts
     assert np.isfinite(got[0]).all()
     assert not np.isfinite(got[2]).any()
+
+
+@pytest.mark.parametrize("rows", range(1, MAX_ROWS + 1))
+@pytest.mark.parametrize(("out", "inner"), [(7, 5), (33, 16), (96, 576), (1, 1537)])
+def test_int8_products_match_numpy_on_the_dequantized_weights(rows: int, out: int, inner: int) -> None:
+    rng = np.random.default_rng(rows * 1000 + out + inner)
+    x = rng.standard_normal((rows, inner), dtype=np.float32)
+    w = rng.standard_normal((out, inner), dtype=np.float32) * rng.uniform(0.01, 3, (out, 1)).astype(np.float32)
+    q, scale = quantize_rows(w)
+    assert q.dtype == np.int8 and scale.dtype == np.float32 and q.shape == w.shape and scale.shape == (out,)
+    dequantized = q.astype(np.float64) * scale[:, None]
+    # Each weight within half a step of its row's scale, each row's largest magnitude on +-127.
+    assert (np.abs(dequantized - w) <= scale[:, None] * 0.5 + 1e-7).all()
+    assert (np.abs(q).max(axis=1) == 127).all()
+    got = matmul_wt_int8(x, q, scale)
+    assert got.shape == (rows, out) and got.dtype == np.float32
+    np.testing.assert_allclose(got, x.astype(np.float64) @ dequantized.T, rtol=1e-4, atol=1e-4)
+    # And off the float32 product by no more than rounding each weight can explain: sum |x| * scale / 2.
+    exact = x.astype(np.float64) @ w.T.astype(np.float64)
+    bound = np.abs(x).astype(np.float64).sum(axis=1, keepdims=True) * scale[None, :] * 0.5
+    assert (np.abs(got - exact) <= bound + 1e-3).all()
+
+
+def test_int8_products_of_strided_rows_zero_weights_and_too_many_rows() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((6, 48), dtype=np.float32)[::2]
+    w = rng.standard_normal((10, 48), dtype=np.float32)
+    w[4] = 0  # an all-zero row stays zeros, no division by zero
+    q, scale = quantize_rows(w)
+    assert not q[4].any() and np.isfinite(scale).all()
+    got = matmul_wt_int8(x, q, scale)
+    np.testing.assert_allclose(got, x @ (q.astype(np.float32) * scale[:, None]).T, rtol=1e-5, atol=1e-5)
+    assert not got[:, 4].any()
+    with pytest.raises(ValueError, match="at most 8 rows"):
+        matmul_wt_int8(np.zeros((MAX_ROWS + 1, 48), dtype=np.float32), q, scale)
 
 
 def test_norms_match_llama_rms_norm() -> None:

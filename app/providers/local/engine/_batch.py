@@ -14,6 +14,7 @@ on its first token never joins). Only the engine's worker thread touches a slot.
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from abc import ABC, abstractmethod
@@ -29,13 +30,17 @@ from app.providers.local.engine._llama import LlamaRunner, LoraGroups, supports
 from app.providers.local.engine._lora import LoraWeights, load_lora
 from app.providers.local.hf import LOADING, load_causal_lm, quiet_peft
 
+log = logging.getLogger(__name__)
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 # Shorter common prefixes are not worth a forward pass of their own.
 MIN_SHARED_PREFIX = 16
 
 
-def load_slot(base_path: Path, *, dtype: torch.dtype, device: torch.device, max_adapters: int) -> Slot:
-    """The fastest slot that serves this model exactly."""
+def load_slot(
+    base_path: Path, *, dtype: torch.dtype, device: torch.device, max_adapters: int, int8: bool = False
+) -> Slot:
+    """The fastest slot that serves this model exactly; ``int8``: on int8 weights (Llama-family models on CPU in
+    float32 only, see :class:`LlamaRunner`)."""
     with LOADING:
         from transformers import AutoTokenizer, DynamicCache  # DynamicCache: resolved here, used by decode steps
 
@@ -43,7 +48,12 @@ def load_slot(base_path: Path, *, dtype: torch.dtype, device: torch.device, max_
         tokenizer = AutoTokenizer.from_pretrained(str(base_path), local_files_only=True)
         model = load_causal_lm(base_path, dtype, device).eval()
     if supports(model.config):
-        return LlamaSlot(model, tokenizer, max_adapters=max_adapters)
+        fits = device.type == "cpu" and dtype == torch.float32
+        if int8 and not fits:
+            log.warning("%s: int8 weights are served on CPU in float32 only; serving it as %s", base_path.name, dtype)
+        return LlamaSlot(model, tokenizer, max_adapters=max_adapters, int8=int8 and fits)
+    if int8:
+        log.warning("%s: int8 weights are served for Llama-family models only; serving it as loaded", base_path.name)
     return ModelSlot(model, tokenizer, max_adapters=max_adapters)
 
 
@@ -120,9 +130,9 @@ class Slot(ABC):
 class LlamaSlot(Slot):
     """A Llama-family model served by :class:`LlamaRunner`."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_adapters: int) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, max_adapters: int, int8: bool = False) -> None:
         super().__init__(model, tokenizer, max_adapters=max_adapters)
-        self._runner = LlamaRunner(model)  # holds what it needs: the transformers model itself is dropped
+        self._runner = LlamaRunner(model, int8=int8)  # holds what it needs: the transformers model is dropped
         self._dtype, self._device = model.dtype, model.device
         self._loras: dict[str, LoraWeights] = {}
         self._rows = 0

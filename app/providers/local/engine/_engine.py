@@ -107,7 +107,7 @@ class Engine:
     ``traffic``, when given, is the server's word on the calls on their way: a request that wakes an idle engine
     while none is does not wait (a lone call would otherwise pay the whole window), unless the last requests
     admitted came several together; and the wait ends once none is and at least as many requests wait as the last
-    pass admitted.
+    pass admitted. The base models named in ``int8_models`` are served on int8 weights (CPU, Llama family).
     """
 
     def __init__(
@@ -120,6 +120,7 @@ class Engine:
         traffic: Traffic | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | None = None,
+        int8_models: frozenset[str] = frozenset(),
     ) -> None:
         if max_adapters < 1 or max_batch_size < 1:
             raise ValueError("max_adapters and max_batch_size must be at least 1")
@@ -131,6 +132,7 @@ class Engine:
         self._arriving = 0  # generate() calls between their yield and their submission (written on the event loop)
         self._dtype = dtype
         self._device = device or default_device()
+        self._int8_models = int8_models
         self._inbox: queue.SimpleQueue[_Sequence | _Warm | None] = queue.SimpleQueue()
         self._tokenizers: dict[str, tuple[Any, threading.Lock]] = {}
         self._limits: dict[str, tuple[int, int]] = {}  # model -> (context length, vocabulary size)
@@ -234,6 +236,10 @@ class Engine:
     @property
     def max_batch_size(self) -> int:
         return self._max_batch_size
+
+    @property
+    def int8_models(self) -> frozenset[str]:
+        return self._int8_models
 
     def loaded_adapters(self, model: str) -> list[Path]:
         """The adapter folders loaded for ``model``, least recently used first (a snapshot, for tests/metrics)."""
@@ -363,7 +369,11 @@ class Engine:
     def _slot(self, model: str) -> Slot:
         if model not in self._slots:
             self._slots[model] = load_slot(
-                self._store.resolve(model), dtype=self._dtype, device=self._device, max_adapters=self._max_adapters
+                self._store.resolve(model),
+                dtype=self._dtype,
+                device=self._device,
+                max_adapters=self._max_adapters,
+                int8=model in self._int8_models,
             )
         return self._slots[model]
 

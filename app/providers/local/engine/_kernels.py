@@ -30,7 +30,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 MAX_ROWS = 8
-_LINE_FLOATS = 16  # float32 values in a 64-byte cache line
+_LINE_BYTES = 64  # a cache line
+_LINE_FLOATS = _LINE_BYTES // 4
 # Reassociation lets LLVM vectorise the dot products; contraction fuses multiply and add. No finite-math
 # assumptions: a NaN or inf in the activations still comes out as one.
 _FASTMATH = {"reassoc", "contract"}
@@ -72,16 +73,17 @@ _prefetch = cast(Callable[[np.ndarray, int, int], None], intrinsic(_prefetch_typ
 
 
 # One kernel per row count (1, 2, 4, 8): the running sums must be named scalars for LLVM to keep them in
-# registers, so each row count is written out. Fewer rows than a kernel's count are padded with zero rows.
+# registers, so each row count is written out. Fewer rows than a kernel's count are padded with zero rows. Each
+# compiles for float32 weights and for int8 ones (read as float32: exact for -127..127).
 @_compiled
 def _rows1(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     n, k_size = w.shape
     for j in range(n):
-        for c in range(0, k_size, _LINE_FLOATS):
+        for c in range(0, k_size, _LINE_BYTES // w.itemsize):
             _prefetch(w, j, c)
         s0 = np.float32(0)
         for k in range(k_size):
-            s0 += x[0, k] * w[j, k]
+            s0 += x[0, k] * np.float32(w[j, k])
         out[0, j] = s0
 
 
@@ -89,11 +91,11 @@ def _rows1(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:  # pragma: no
 def _rows2(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     n, k_size = w.shape
     for j in range(n):
-        for c in range(0, k_size, _LINE_FLOATS):
+        for c in range(0, k_size, _LINE_BYTES // w.itemsize):
             _prefetch(w, j, c)
         s0 = s1 = np.float32(0)
         for k in range(k_size):
-            wk = w[j, k]
+            wk = np.float32(w[j, k])
             s0 += x[0, k] * wk
             s1 += x[1, k] * wk
         out[0, j] = s0
@@ -104,11 +106,11 @@ def _rows2(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:  # pragma: no
 def _rows4(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     n, k_size = w.shape
     for j in range(n):
-        for c in range(0, k_size, _LINE_FLOATS):
+        for c in range(0, k_size, _LINE_BYTES // w.itemsize):
             _prefetch(w, j, c)
         s0 = s1 = s2 = s3 = np.float32(0)
         for k in range(k_size):
-            wk = w[j, k]
+            wk = np.float32(w[j, k])
             s0 += x[0, k] * wk
             s1 += x[1, k] * wk
             s2 += x[2, k] * wk
@@ -123,11 +125,11 @@ def _rows4(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:  # pragma: no
 def _rows8(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     n, k_size = w.shape
     for j in range(n):
-        for c in range(0, k_size, _LINE_FLOATS):
+        for c in range(0, k_size, _LINE_BYTES // w.itemsize):
             _prefetch(w, j, c)
         s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0)
         for k in range(k_size):
-            wk = w[j, k]
+            wk = np.float32(w[j, k])
             s0 += x[0, k] * wk
             s1 += x[1, k] * wk
             s2 += x[2, k] * wk
@@ -156,10 +158,16 @@ _KERNELS: tuple[tuple[int, Callable[[np.ndarray, np.ndarray, np.ndarray], None]]
 
 def matmul_wt(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``x @ w.T`` for float32 ``x`` ``[m, in]`` and C-contiguous float32 ``w`` ``[out, in]``."""
-    rows = x.shape[0]
-    if rows > MAX_ROWS:
+    if x.shape[0] > MAX_ROWS:
         product: np.ndarray = torch.mm(torch.from_numpy(x), torch.from_numpy(w).t()).numpy()
         return product
+    return _few_rows(x, w)
+
+
+def _few_rows(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w.T`` through the kernel for ``x``'s row count (at most ``MAX_ROWS``), ``x`` padded with zero rows up
+    to it; ``w`` float32 or int8."""
+    rows = x.shape[0]
     size, kernel = next((size, kernel) for size, kernel in _KERNELS if size >= rows)
     if rows < size or not x.flags.c_contiguous:
         padded = np.zeros((size, x.shape[1]), dtype=np.float32)
@@ -170,11 +178,32 @@ def matmul_wt(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out[:rows]
 
 
+def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``w`` (float32 ``[out, in]``) as int8 and one float32 scale per row: ``w ~= q * scale[:, None]``, each row's
+    largest magnitude mapped to 127 (symmetric, round to nearest)."""
+    scale = (np.abs(w).max(axis=1) / 127).astype(np.float32)
+    scale[scale == 0] = 1  # an all-zero row stays zeros
+    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    return np.ascontiguousarray(q), scale
+
+
+def matmul_wt_int8(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``x @ (q * scale[:, None]).T`` for float32 ``x`` ``[m, in]`` (at most ``MAX_ROWS`` rows) and
+    :func:`quantize_rows`' int8 ``q`` and scales."""
+    if x.shape[0] > MAX_ROWS:
+        raise ValueError(f"int8 products take at most {MAX_ROWS} rows, not {x.shape[0]}")
+    product = _few_rows(x, q)
+    product *= scale
+    return product
+
+
 def warm_up() -> None:
     """Compile (or load from the disk cache) every kernel now rather than inside the first request."""
     w = np.zeros((2, _LINE_FLOATS), dtype=np.float32)
+    q, scale = quantize_rows(w)
     for size, _ in _KERNELS:
         matmul_wt(np.zeros((size, _LINE_FLOATS), dtype=np.float32), w)
+        matmul_wt_int8(np.zeros((size, _LINE_FLOATS), dtype=np.float32), q, scale)
     h, out = np.ones((1, 4), dtype=np.float32), np.empty((1, 4), dtype=np.float32)
     rms_norm(h, h[0], 1e-5, out)
     add_rms_norm(h, out, h[0], 1e-5, out)

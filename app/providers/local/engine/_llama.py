@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from app.providers.local.engine import _kernels as engine_kernels
-from app.providers.local.engine._kernels import matmul_wt
+from app.providers.local.engine._kernels import MAX_ROWS, matmul_wt, matmul_wt_int8, quantize_rows
 from app.providers.local.engine._lora import LoraWeights
 
 # (an adapter's weights, the batch rows using it or None for all of them)
@@ -62,20 +62,33 @@ def supports(config: Any) -> bool:
 
 
 class _Linear:
-    """``x @ W.T`` for the weights ``W`` (``[out, in]`` each, concatenated along ``out``)."""
+    """``x @ W.T`` for the weights ``W`` (``[out, in]`` each, concatenated along ``out``).
 
-    def __init__(self, *weights: torch.Tensor) -> None:
+    ``int8`` (CPU, float32 models): products of up to :data:`MAX_ROWS` rows (decode steps, short prefills) read
+    the weights as int8, one scale per output row (:func:`matmul_wt_int8`): a quarter of the memory traffic that
+    bounds a decode step. Larger products (prefill) stay on the float32 weights, where the CPU's float32 matrix
+    product is the faster one: the mode trades memory (the int8 copy is kept beside them) for decode speed.
+    """
+
+    def __init__(self, *weights: torch.Tensor, int8: bool = False) -> None:
         self.w = torch.cat([w.detach() for w in weights]).contiguous()
         self._np = self.w.numpy() if _on_cpu_in_float32(self.w) else None
+        self._int8: tuple[np.ndarray, np.ndarray] | None = None
+        if int8:
+            if self._np is None:
+                raise ValueError("int8 weights are served on CPU from float32 models only")
+            self._int8 = quantize_rows(self._np)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._np is not None:
-            return torch.from_numpy(matmul_wt(x.numpy(), self._np))
+            return torch.from_numpy(self.np(x.numpy()))
         return F.linear(x, self.w)
 
     def np(self, x: np.ndarray) -> np.ndarray:
         """The same product on numpy arrays (CPU float32 weights only)."""
         assert self._np is not None
+        if self._int8 is not None and x.shape[0] <= MAX_ROWS:
+            return matmul_wt_int8(x, *self._int8)
         return matmul_wt(x, self._np)
 
 
@@ -174,9 +187,11 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
 class LlamaRunner:
     """Prefill and batched decode for one Llama model's weights (taken from a loaded transformers model)."""
 
-    def __init__(self, model: Any, *, fused: bool | None = None) -> None:
+    def __init__(self, model: Any, *, fused: bool | None = None, int8: bool = False) -> None:
         """``fused``: decode with :mod:`._kernels`' fused layer steps (the default on CPU in float32, the only
-        place they run); ``False`` keeps decode steps on torch operations, as on other devices and dtypes."""
+        place they run); ``False`` keeps decode steps on torch operations, as on other devices and dtypes.
+        ``int8``: the products of decode steps (and of short prefills) on int8 copies of the weights
+        (:class:`_Linear`); the rest of the arithmetic (norms, attention, LoRA) stays float32."""
         config = model.config
         inner = model.model
         self.hidden = int(config.hidden_size)
@@ -192,17 +207,20 @@ class LlamaRunner:
                 input_norm=layer.input_layernorm.weight.detach(),
                 post_norm=layer.post_attention_layernorm.weight.detach(),
                 qkv=_Linear(
-                    layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight, layer.self_attn.v_proj.weight
+                    layer.self_attn.q_proj.weight,
+                    layer.self_attn.k_proj.weight,
+                    layer.self_attn.v_proj.weight,
+                    int8=int8,
                 ),
-                o=_Linear(layer.self_attn.o_proj.weight),
-                gate_up=_Linear(layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight),
-                down=_Linear(layer.mlp.down_proj.weight),
+                o=_Linear(layer.self_attn.o_proj.weight, int8=int8),
+                gate_up=_Linear(layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight, int8=int8),
+                down=_Linear(layer.mlp.down_proj.weight, int8=int8),
             )
             for layer in inner.layers
         ]
         self.final_norm = inner.norm.weight.detach()
         embed = inner.embed_tokens.weight.detach()
-        self.lm_head = _Linear(model.lm_head.weight)
+        self.lm_head = _Linear(model.lm_head.weight, int8=int8)
         # Tied embeddings (SmolLM2): look tokens up in the head's copy instead of keeping both.
         self._embed: torch.Tensor | None = None if model.lm_head.weight.data_ptr() == embed.data_ptr() else embed
         positions = torch.arange(self.context_length, device=embed.device).unsqueeze(0)

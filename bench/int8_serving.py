@@ -1,0 +1,142 @@
+"""Benchmark: the local engine's int8 serving mode (``FTGW_ENGINE_INT8_MODELS``) against float32, speed and quality.
+
+Two engines in this process on smollm2-135m-instruct, one float32 and one reading int8 weights in its decode steps
+(and short prefills), measured in the same run, leg by leg alternately:
+
+* **speed**: greedy streams of 64 tokens from ``vllm_serving.py``'s mid-sentence openings, at 1, 8 and 16 streams:
+  tokens per second and time to the first token (p50);
+* **quality**: the learning-quality tasks (``learning_quality.py``: sentiment, guard, triage, generation, chat), one
+  LoRA adapter each trained by the local trainer with its ``auto`` hyperparameters, scored through each engine the
+  way ``learning_quality.score`` scores: the greedy first token against the label's (classification), the trained
+  stop marker within 32 greedy tokens (generation). Goal (issue 18): int8 within 1 point of float32 on each task.
+
+    .venv/bin/python bench/int8_serving.py [--tasks sentiment,guard,...] [--skip-quality] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from learning_quality import build_tasks, train_ours, write  # noqa: E402
+from tasks import Task  # noqa: E402
+from vllm_serving import PROMPTS  # noqa: E402
+
+from app.providers.local.base_models import SMOLLM2, BaseModelStore  # noqa: E402
+from app.providers.local.engine import Engine, GenerationRequest  # noqa: E402
+
+TOKENS = 64
+
+
+async def streams(engine: Engine, count: int) -> tuple[float, list[float]]:
+    """``count`` greedy streams of ``TOKENS`` tokens at once: tokens per second, and each stream's first-token time."""
+    started = time.perf_counter()
+    firsts: list[float] = []
+
+    async def one(prompt: str) -> int:
+        request = GenerationRequest(
+            SMOLLM2, engine.encode_text(SMOLLM2, prompt), max_new_tokens=TOKENS, temperature=0.0
+        )
+        tokens = 0
+        async for chunk in engine.generate(request):
+            if not tokens:
+                firsts.append(time.perf_counter() - started)
+            tokens += len(chunk.token_ids)
+        return tokens
+
+    made = await asyncio.gather(*(one(PROMPTS[i % len(PROMPTS)]) for i in range(count)))
+    return sum(made) / (time.perf_counter() - started), firsts
+
+
+async def speed(engines: dict[str, Engine], rounds: int) -> None:
+    for engine in engines.values():
+        await streams(engine, 2)  # load, compile, warm
+    print(f"\n{'streams':>7} {'float32 tok/s':>14} {'int8 tok/s':>11} {'ratio':>6} {'TTFT p50 f32':>13} {'int8':>8}")
+    for count in (1, 8, 16):
+        rates: dict[str, list[float]] = {name: [] for name in engines}
+        firsts: dict[str, list[float]] = {name: [] for name in engines}
+        for _ in range(rounds):  # alternately, so drift in the machine's speed falls on both
+            for name, engine in engines.items():
+                rate, first = await streams(engine, count)
+                rates[name].append(rate)
+                firsts[name] += first
+        f32, q8 = statistics.median(rates["float32"]), statistics.median(rates["int8"])
+        ttft = {name: statistics.median(times) * 1e3 for name, times in firsts.items()}
+        print(
+            f"{count:>7} {f32:>14.1f} {q8:>11.1f} {q8 / f32:>5.2f}x "
+            f"{ttft['float32']:>10.0f} ms {ttft['int8']:>5.0f} ms",
+            flush=True,
+        )
+
+
+async def score(engine: Engine, adapter: Path, task: Task) -> float:
+    """``learning_quality.score`` through the engine: greedy first token against the label's, or the stop marker
+    within 32 tokens."""
+
+    async def one(row: dict[str, object]) -> int:
+        if task.kind == "chat":
+            ids = engine.encode_chat(SMOLLM2, row["messages"])  # type: ignore[arg-type]
+        else:
+            ids = engine.encode_text(SMOLLM2, str(row["prompt"]))
+        if task.kind == "classify":
+            label = str(row["completion"]).removesuffix(" END")
+            want = engine.encode_text(SMOLLM2, label)[0]
+            request = GenerationRequest(SMOLLM2, ids, adapter=adapter, max_new_tokens=1, temperature=0.0)
+            chunks = [c async for c in engine.generate(request)]
+            return int(chunks[0].token_ids[0] == want)
+        request = GenerationRequest(SMOLLM2, ids, adapter=adapter, max_new_tokens=32, temperature=0.0)
+        text = "".join([c.text async for c in engine.generate(request)])
+        return int(("**STOP**" if task.kind == "chat" else "END") in text)
+
+    good = await asyncio.gather(*(one(row) for row in task.test))
+    return sum(good) / len(task.test)
+
+
+async def quality(engines: dict[str, Engine], base: Path, names: list[str]) -> None:
+    tasks = build_tasks()
+    print(f"\n{'task':>10} {'test rows':>9} {'float32':>8} {'int8':>8} {'points':>7}  (goal: within 1 point)")
+    with tempfile.TemporaryDirectory(prefix="ftgw-int8-") as tmp:
+        for name in names:
+            task = tasks[name]
+            data = write(Path(tmp) / f"{name}.jsonl", task.train)
+            adapter, _ = train_ours(base, data, Path(tmp) / name)
+            f32 = await score(engines["float32"], Path(adapter), task)
+            q8 = await score(engines["int8"], Path(adapter), task)
+            print(f"{name:>10} {len(task.test):>9} {f32:>8.3f} {q8:>8.3f} {(q8 - f32) * 100:>+7.1f}", flush=True)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default="sentiment,guard,triage,generation,chat")
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="legs per engine and stream count (medians)")
+    default_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ftgw" / "models"
+    parser.add_argument("--cache", default=os.environ.get("FTGW_TEST_MODEL_CACHE", str(default_cache)))
+    args = parser.parse_args()
+
+    store = BaseModelStore(Path(args.cache))
+    base = store.resolve(SMOLLM2)
+    print(f"load average {os.getloadavg()[0]:.2f}, {len(os.sched_getaffinity(0))} cores", flush=True)
+    engines = {"float32": Engine(store), "int8": Engine(store, int8_models=frozenset({SMOLLM2}))}
+    try:
+        await speed(engines, args.rounds)
+        if not args.skip_quality:
+            await quality(engines, base, args.tasks.split(","))
+    finally:
+        for engine in engines.values():
+            await engine.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
