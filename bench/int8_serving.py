@@ -10,15 +10,24 @@ Two engines in this process on smollm2-135m-instruct, one float32 and one readin
   way ``learning_quality.score`` scores: the greedy first token against the label's (classification), the trained
   stop marker within 32 greedy tokens (generation). Goal (issue 18): int8 within 1 point of float32 on each task.
 
+* **against llama.cpp** (with ``--llama-cpp PYTHON --gguf FILE ...``): one stream over each opening in turn,
+  ftgw float32 and int8 beside llama.cpp (llama-cpp-python, ``bench/llama_cpp_leg.py``) on the same model
+  converted to GGUF and quantized (Q8_0: int8; Q4_K_M: 4-bit), alternately, medians over the openings.
+
     .venv/bin/python bench/int8_serving.py [--tasks sentiment,guard,...] [--skip-quality] [--rounds 3]
+        [--llama-cpp /work/llama-venv/bin/python --gguf smollm2-q8_0.gguf --gguf smollm2-q4_k_m.gguf]
+
+llama.cpp is not a dependency of the project (it builds from source); bench/README.md says how to set it up.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +42,7 @@ from learning_quality import build_tasks, train_ours, write  # noqa: E402
 from tasks import Task  # noqa: E402
 from vllm_serving import PROMPTS  # noqa: E402
 
+from app.inference.gateway import InFlight  # noqa: E402
 from app.providers.local.base_models import SMOLLM2, BaseModelStore  # noqa: E402
 from app.providers.local.engine import Engine, GenerationRequest  # noqa: E402
 
@@ -80,6 +90,45 @@ async def speed(engines: dict[str, Engine], rounds: int) -> None:
         )
 
 
+async def one_stream(engine: Engine) -> tuple[float, float]:
+    """One stream at a time over every opening: the median tokens per second and time to the first token."""
+    runs = []
+    for prompt in PROMPTS:
+        started = time.perf_counter()
+        first, tokens = 0.0, 0
+        request = GenerationRequest(
+            SMOLLM2, engine.encode_text(SMOLLM2, prompt), max_new_tokens=TOKENS, temperature=0.0
+        )
+        async for chunk in engine.generate(request):
+            if not tokens:
+                first = time.perf_counter() - started
+            tokens += len(chunk.token_ids)
+        runs.append((tokens / (time.perf_counter() - started), first))
+    return statistics.median(r for r, _ in runs), statistics.median(f for _, f in runs)
+
+
+def llama_cpp(python: str, gguf: Path) -> tuple[float, float]:
+    leg = Path(__file__).resolve().parent / "llama_cpp_leg.py"
+    command = [python, str(leg), str(gguf), "--tokens", str(TOKENS), "--threads", str(len(os.sched_getaffinity(0)))]
+    result = json.loads(subprocess.run([*command, *PROMPTS], check=True, capture_output=True, text=True).stdout)
+    return float(result["tok_s"]), float(result["ttft_s"])
+
+
+async def against_llama_cpp(engines: dict[str, Engine], python: str, ggufs: list[Path], rounds: int) -> None:
+    legs: dict[str, list[tuple[float, float]]] = {f"ftgw {name}": [] for name in engines}
+    legs |= {f"llama.cpp {g.stem}": [] for g in ggufs}
+    for _ in range(rounds):  # alternately
+        for name, engine in engines.items():
+            legs[f"ftgw {name}"].append(await one_stream(engine))
+        for gguf in ggufs:
+            legs[f"llama.cpp {gguf.stem}"].append(llama_cpp(python, gguf))
+    print(f"\none stream, {len(PROMPTS)} openings x {TOKENS} tokens, {rounds} rounds")
+    print(f"{'server':<32} {'tok/s':>7} {'TTFT p50':>9}")
+    for name, runs in legs.items():
+        rate, first = statistics.median(r for r, _ in runs), statistics.median(f for _, f in runs)
+        print(f"{name:<32} {rate:>7.1f} {first * 1e3:>6.0f} ms", flush=True)
+
+
 async def score(engine: Engine, adapter: Path, task: Task) -> float:
     """``learning_quality.score`` through the engine: greedy first token against the label's, or the stop marker
     within 32 tokens."""
@@ -121,6 +170,8 @@ async def main() -> None:
     parser.add_argument("--tasks", default="sentiment,guard,triage,generation,chat")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--rounds", type=int, default=3, help="legs per engine and stream count (medians)")
+    parser.add_argument("--llama-cpp", help="python of a virtualenv with llama-cpp-python")
+    parser.add_argument("--gguf", type=Path, action="append", default=[], help="a GGUF file of smollm2 (repeat)")
     default_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ftgw" / "models"
     parser.add_argument("--cache", default=os.environ.get("FTGW_TEST_MODEL_CACHE", str(default_cache)))
     args = parser.parse_args()
@@ -128,9 +179,15 @@ async def main() -> None:
     store = BaseModelStore(Path(args.cache))
     base = store.resolve(SMOLLM2)
     print(f"load average {os.getloadavg()[0]:.2f}, {len(os.sched_getaffinity(0))} cores", flush=True)
-    engines = {"float32": Engine(store), "int8": Engine(store, int8_models=frozenset({SMOLLM2}))}
+    # Each engine hears, as in the server, that no call is on its way: a lone stream does not wait for a burst.
+    engines = {
+        "float32": Engine(store, traffic=InFlight()),
+        "int8": Engine(store, traffic=InFlight(), int8_models=frozenset({SMOLLM2})),
+    }
     try:
         await speed(engines, args.rounds)
+        if args.llama_cpp:
+            await against_llama_cpp(engines, args.llama_cpp, args.gguf, max(2, args.rounds - 1))
         if not args.skip_quality:
             await quality(engines, base, args.tasks.split(","))
     finally:

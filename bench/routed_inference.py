@@ -4,7 +4,8 @@ One run starts, measures and stops three servers on this machine, back to back:
 
   (a) nginx direct: the fixed-reply upstream of shared/bench/upstream-nginx.conf on 127.0.0.1:18081;
   (b) LiteLLM proxy (shared/bench/litellm.yaml) on 127.0.0.1:14000 in front of it;
-  (c) the bare passthrough (bench/passthrough.py: uvicorn + aiohttp, nothing else) on 127.0.0.1:18095 in front of it;
+  (c) the bare passthrough (bench/passthrough.py: uvicorn + aiohttp, nothing else) on 127.0.0.1:18095 in front of it,
+      then the same on ftgw's own upstream client (app/kit/http1.py), the floor of a routed call on that client;
   (d) ftgw on 127.0.0.1:18090 in front of it, called through a registry alias ("bench-bot" -> test-model).
 
 Each target gets a short warm-up, then wrk (with chat-post.lua, ``--latency``) at ``--connections`` (16) and at
@@ -266,9 +267,10 @@ def start_litellm(stack: ExitStack, run_dir: Path, litellm_bin: Path, port: int,
     return base + CHAT_PATH, key
 
 
-def start_passthrough(stack: ExitStack, run_dir: Path, port: int, upstream_port: int) -> str:
-    """bench/passthrough.py under uvicorn (uvloop and httptools, as ftgw runs), forwarding to the upstream."""
-    env = {**os.environ, "UPSTREAM": f"http://127.0.0.1:{upstream_port}"}
+def start_passthrough(stack: ExitStack, run_dir: Path, port: int, upstream_port: int, client: str = "aiohttp") -> str:
+    """bench/passthrough.py under uvicorn (uvloop and httptools, as ftgw runs), forwarding to the upstream through
+    ``client`` (aiohttp, or ftgw's own: http1)."""
+    env = {**os.environ, "UPSTREAM": f"http://127.0.0.1:{upstream_port}", "CLIENT": client}
     args = [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).parent), "passthrough:app"]
     args += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
     server = stack.enter_context(started("passthrough", args, run_dir, env))
@@ -371,12 +373,12 @@ def print_table(results: dict[str, TargetResult], connections: int) -> None:
         return
     print()
     print(
-        f"{'target':<14} {f'req/s @{connections}':>14} {'p50 @1 (ms)':>12} {'p99 @1 (ms)':>12} "
+        f"{'target':<18} {f'req/s @{connections}':>14} {'p50 @1 (ms)':>12} {'p99 @1 (ms)':>12} "
         f"{f'p50 @{connections} (ms)':>15} {f'p99 @{connections} (ms)':>15}"
     )
     for name, r in results.items():
         print(
-            f"{name:<14} {r.many.requests_per_second:>14,.1f} {r.one.p50_ms:>12.3f} {r.one.p99_ms:>12.3f} "
+            f"{name:<18} {r.many.requests_per_second:>14,.1f} {r.one.p50_ms:>12.3f} {r.one.p99_ms:>12.3f} "
             f"{r.many.p50_ms:>15.3f} {r.many.p99_ms:>15.3f}"
         )
     print()
@@ -386,6 +388,10 @@ def print_table(results: dict[str, TargetResult], connections: int) -> None:
         ratio = ftgw.many.requests_per_second / passthrough.many.requests_per_second
         verdict = "ok" if ratio >= 0.75 else "BELOW GOAL"
         print(f"ftgw / bare passthrough req/s @{connections}: {ratio:.2f}x  (goal >= 0.75: {verdict})")
+    lean = results.get("passthrough-http1")
+    if ftgw and lean:
+        ratio = ftgw.many.requests_per_second / lean.many.requests_per_second
+        print(f"ftgw / passthrough on ftgw's upstream client req/s @{connections}: {ratio:.2f}x  (no goal: its floor)")
     if ftgw:
         tail = ftgw.many.p99_ms / ftgw.many.p50_ms
         verdict = "ok" if tail <= 3 else "ABOVE GOAL"
@@ -509,6 +515,12 @@ def measure_targets(args: argparse.Namespace, run_dir: Path, results: dict[str, 
                 url = start_passthrough(passthrough_stack, run_dir, args.passthrough_port, args.upstream_port)
                 lua = write_lua(run_dir, "passthrough", UPSTREAM_MODEL, "x")
                 results["passthrough"] = measure("passthrough", url, lua, options)
+            with ExitStack() as passthrough_stack:
+                url = start_passthrough(
+                    passthrough_stack, run_dir, args.passthrough_port, args.upstream_port, client="http1"
+                )
+                lua = write_lua(run_dir, "passthrough-http1", UPSTREAM_MODEL, "x")
+                results["passthrough-http1"] = measure("passthrough-http1", url, lua, options)
         if not args.skip_ftgw:
             with ExitStack() as ftgw_stack:
                 url, key, pid = start_ftgw(
