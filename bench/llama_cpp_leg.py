@@ -5,6 +5,9 @@ the project's: it builds llama.cpp from source), once per GGUF file; prints one 
 the time to the first token (median over the prompts, each run ``--rounds`` times after one warm-up).
 
     PYTHON bench/llama_cpp_leg.py MODEL.gguf --tokens 64 --threads 2 PROMPT [PROMPT ...]
+
+With ``--quantize-to OUT --type q8_0|q4_k_m`` it writes MODEL.gguf quantized to OUT instead (llama.cpp's own
+``llama_model_quantize``), for setting up those files (bench/README.md, "int8 serving").
 """
 
 from __future__ import annotations
@@ -18,11 +21,17 @@ import time
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
-    parser.add_argument("prompts", nargs="+")
+    parser.add_argument("prompts", nargs="*")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--quantize-to")
+    parser.add_argument("--type", choices=["q8_0", "q4_k_m"], default="q8_0")
     args = parser.parse_args()
+
+    if args.quantize_to:
+        quantize(args.model, args.quantize_to, args.type, args.threads)
+        return
 
     from llama_cpp import Llama
 
@@ -49,6 +58,18 @@ def main() -> None:
             }
         )
     )
+
+
+def quantize(source: str, target: str, kind: str, threads: int) -> None:
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M}[kind]
+    params.nthread = threads
+    if llama_cpp.llama_model_quantize(source.encode(), target.encode(), ctypes.byref(params)) != 0:
+        raise SystemExit(f"llama.cpp could not quantize {source}")
 
 
 if __name__ == "__main__":
