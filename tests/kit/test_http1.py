@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
+import subprocess
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -233,3 +236,44 @@ def test_headers_with_line_breaks_and_other_schemes_are_refused() -> None:
         Http1Pool("ftp://127.0.0.1:9", {}, connect_timeout=1, read_timeout=1)
     https = Http1Pool("https://api.example.com/v1/", {}, connect_timeout=1, read_timeout=1)
     assert (https.host, https.port) == ("api.example.com", 443)
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by openssl."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *subject, *files],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_https_verifies_the_servers_certificate(
+    self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An https base URL is TLS with the system's verification: a certificate the client trusts (here through
+    ``SSL_CERT_FILE``) for the address it dialled is accepted, one it does not trust is refused."""
+    cert, key = self_signed
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = Server(fixed())
+    listening = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=context)
+    base = f"https://127.0.0.1:{listening.sockets[0].getsockname()[1]}/v1"
+    try:
+        untrusted = Http1Pool(base, {}, connect_timeout=2, read_timeout=2)
+        with pytest.raises(ConnectionFailed, match="could not connect"):
+            await untrusted.post("/x", b"{}")
+        await untrusted.aclose()
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        trusted = Http1Pool(base, {}, connect_timeout=2, read_timeout=2)
+        answer = await trusted.post("/x", b"{}")
+        assert (answer.status, answer.body) == (200, b'{"ok": true}')
+        assert server.requests[-1].line == "POST /v1/x HTTP/1.1"
+        await trusted.aclose()
+    finally:
+        listening.close()
+        await listening.wait_closed()
