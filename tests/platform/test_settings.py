@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,13 @@ def test_database_urls_get_ftgws_drivers() -> None:
     assert sync_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
     with pytest.raises(ValueError, match="unsupported database"):
         async_url("mysql://u@h/db")
+
+
+def test_a_provider_needs_an_http_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = {"name": "up", "api_key_env": "UP_KEY", "models": ["m"]}
+    for bad in ("localhost:8080/v1", "ftp://example.com", "https:///v1", ""):
+        monkeypatch.setenv("FTGW_PROVIDERS", json.dumps([provider | {"base_url": bad}]))
+        with pytest.raises(ValidationError, match="http:// or https:// URL"):
+            Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setenv("FTGW_PROVIDERS", json.dumps([provider | {"base_url": "http://127.0.0.1:9/v1"}]))
+    assert Settings(_env_file=None).providers[0].base_url == "http://127.0.0.1:9/v1"  # type: ignore[call-arg]
