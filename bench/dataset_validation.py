@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_BENCH = Path(os.environ.get("FTGW_SHARED_BENCH", REPO.parent / "shared" / "bench"))
+SHARED_BENCH = Path(os.environ.get("FTGW_SHARED_BENCH", REPO / "bench" / "shared"))  # the team's anchors
 sys.path.insert(0, str(REPO))
 
 from app.tokenizers import seed_tiktoken_cache  # noqa: E402

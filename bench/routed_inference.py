@@ -2,8 +2,8 @@
 
 One run starts, measures and stops three servers on this machine, back to back:
 
-  (a) nginx direct: the fixed-reply upstream of shared/bench/upstream-nginx.conf on 127.0.0.1:18081;
-  (b) LiteLLM proxy (shared/bench/litellm.yaml) on 127.0.0.1:14000 in front of it;
+  (a) nginx direct: the fixed-reply upstream of bench/shared/upstream-nginx.conf on 127.0.0.1:18081;
+  (b) LiteLLM proxy (bench/shared/litellm.yaml) on 127.0.0.1:14000 in front of it;
   (c) the bare passthrough (bench/passthrough.py: uvicorn + aiohttp, nothing else) on 127.0.0.1:18095 in front of it,
       then the same on ftgw's own upstream client (app/kit/http1.py), the floor of a routed call on that client;
   (d) ftgw on 127.0.0.1:18090 in front of it, called through a registry alias ("bench-bot" -> test-model).
@@ -55,9 +55,9 @@ from pathlib import Path
 from servers import BenchError, ftgw_command, http_status, port_in_use, started, temporary_run_dir, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_BENCH = Path(os.environ.get("FTGW_SHARED_BENCH", REPO.parent / "shared" / "bench"))
+SHARED_BENCH = Path(os.environ.get("FTGW_SHARED_BENCH", REPO / "bench" / "shared"))  # the team's anchors
 
-# The defaults of --upstream-port, --litellm-port and --ftgw-port (those of shared/bench and the ftgw contract).
+# The defaults of --upstream-port, --litellm-port and --ftgw-port (those of bench/shared and the ftgw contract).
 NGINX_PORT = 18081
 LITELLM_PORT = 14000
 PASSTHROUGH_PORT = 18095
@@ -225,7 +225,7 @@ def measure(name: str, url: str, lua: Path, options: WrkOptions) -> TargetResult
 
 
 def with_upstream_port(text: str, port: int, source: str) -> str:
-    """``text`` (a shared/bench file) with the upstream's 127.0.0.1:18081 moved to ``port``."""
+    """``text`` (a bench/shared file) with the upstream's 127.0.0.1:18081 moved to ``port``."""
     default = f"127.0.0.1:{NGINX_PORT}"
     if default not in text:
         raise BenchError(f"{source} no longer names {default}: update this script")

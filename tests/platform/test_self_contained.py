@@ -12,7 +12,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 OUTSIDE = re.compile(r"""\.\./shared|parents\[[2-9]\]\s*/\s*["']shared["']|\.parent\s*/\s*["']shared["']""")
-SCOPES = ("app", "tests", "migrations", "Makefile", "pyproject.toml", ".ci", "Dockerfile", "compose.yaml")
+SCOPES = ("app", "tests", "migrations", "bench", "Makefile", "pyproject.toml", ".ci", "Dockerfile", "compose.yaml")
 
 
 def test_nothing_reads_outside_the_repository() -> None:
