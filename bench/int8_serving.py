@@ -49,24 +49,23 @@ from app.providers.local.engine import Engine, GenerationRequest  # noqa: E402
 TOKENS = 64
 
 
+async def stream(engine: Engine, prompt: str, started: float) -> tuple[int, float]:
+    """One greedy stream of ``TOKENS`` tokens from ``prompt``: its tokens, and its first token's time since
+    ``started``."""
+    request = GenerationRequest(SMOLLM2, engine.encode_text(SMOLLM2, prompt), max_new_tokens=TOKENS, temperature=0.0)
+    tokens, first = 0, 0.0
+    async for chunk in engine.generate(request):
+        if not tokens:
+            first = time.perf_counter() - started
+        tokens += len(chunk.token_ids)
+    return tokens, first
+
+
 async def streams(engine: Engine, count: int) -> tuple[float, list[float]]:
     """``count`` greedy streams of ``TOKENS`` tokens at once: tokens per second, and each stream's first-token time."""
     started = time.perf_counter()
-    firsts: list[float] = []
-
-    async def one(prompt: str) -> int:
-        request = GenerationRequest(
-            SMOLLM2, engine.encode_text(SMOLLM2, prompt), max_new_tokens=TOKENS, temperature=0.0
-        )
-        tokens = 0
-        async for chunk in engine.generate(request):
-            if not tokens:
-                firsts.append(time.perf_counter() - started)
-            tokens += len(chunk.token_ids)
-        return tokens
-
-    made = await asyncio.gather(*(one(PROMPTS[i % len(PROMPTS)]) for i in range(count)))
-    return sum(made) / (time.perf_counter() - started), firsts
+    made = await asyncio.gather(*(stream(engine, PROMPTS[i % len(PROMPTS)], started) for i in range(count)))
+    return sum(n for n, _ in made) / (time.perf_counter() - started), [first for _, first in made]
 
 
 async def speed(engines: dict[str, Engine], rounds: int) -> None:
@@ -95,14 +94,7 @@ async def one_stream(engine: Engine) -> tuple[float, float]:
     runs = []
     for prompt in PROMPTS:
         started = time.perf_counter()
-        first, tokens = 0.0, 0
-        request = GenerationRequest(
-            SMOLLM2, engine.encode_text(SMOLLM2, prompt), max_new_tokens=TOKENS, temperature=0.0
-        )
-        async for chunk in engine.generate(request):
-            if not tokens:
-                first = time.perf_counter() - started
-            tokens += len(chunk.token_ids)
+        tokens, first = await stream(engine, prompt, started)
         runs.append((tokens / (time.perf_counter() - started), first))
     return statistics.median(r for r, _ in runs), statistics.median(f for _, f in runs)
 

@@ -26,8 +26,8 @@ from app.errors import GatewayError, InvalidRequest
 from app.kit.http1 import ConnectionFailed, Http1Pool
 
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
-_R = TypeVar("_R", bound="_Reply")
 MAX_RETRY_AFTER = 10.0
+_R = TypeVar("_R", bound="_Reply")  # what one attempt returns: a whole or a streamed answer
 
 
 class UpstreamFailure(Exception):
