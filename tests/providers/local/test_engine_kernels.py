@@ -1,4 +1,5 @@
-"""The decode-step matrix kernels against numpy's own product, at every row count and awkward shapes."""
+"""The engine's matrix products (float32 on oneDNN's packed weights, int8 through the numba kernels) and its fused
+kernels against numpy, at every row count and awkward shapes."""
 
 from __future__ import annotations
 
@@ -9,51 +10,73 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from app.providers.local.engine._kernels import (
     MAX_ROWS,
     add_rms_norm,
-    matmul_wt,
     matmul_wt_int8,
     quantize_rows,
     rms_norm,
 )
+from app.providers.local.engine._llama import INT8_ROWS, _Linear
 
 
-@pytest.mark.parametrize("rows", range(1, MAX_ROWS + 3))
+@pytest.mark.parametrize("rows", [*range(1, 11), 37, 300])
 @pytest.mark.parametrize(("out", "inner"), [(7, 5), (33, 16), (96, 576), (1, 1537)])
-def test_matches_numpy(rows: int, out: int, inner: int) -> None:
+def test_float32_products_match_numpy(rows: int, out: int, inner: int) -> None:
     rng = np.random.default_rng(rows * 1000 + out + inner)
     x = rng.standard_normal((rows, inner), dtype=np.float32)
     w = rng.standard_normal((out, inner), dtype=np.float32)
-    got = matmul_wt(x, w)
+    linear = _Linear(torch.from_numpy(w[: out // 2]), torch.from_numpy(w[out // 2 :]))  # fused along out, as q|k|v
+    got = linear.np(x)
     assert got.shape == (rows, out)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(linear(torch.from_numpy(x)).numpy(), got)
 
 
 def test_a_row_does_not_depend_on_the_rows_beside_it() -> None:
     # The engine batches whatever requests are running: a request's numbers must not change with the company.
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((MAX_ROWS, 64), dtype=np.float32)
-    w = rng.standard_normal((40, 64), dtype=np.float32)
-    alone = matmul_wt(x[:1], w)[0]
-    for rows in range(2, MAX_ROWS + 1):
-        np.testing.assert_allclose(matmul_wt(x[:rows], w)[0], alone, rtol=1e-5, atol=1e-5)
+    x = rng.standard_normal((300, 576), dtype=np.float32)
+    linear = _Linear(torch.from_numpy(rng.standard_normal((960, 576), dtype=np.float32)))
+    alone = linear.np(x[:1])[0]
+    for rows in [*range(2, 2 * MAX_ROWS + 2), 33, 128, 300]:
+        np.testing.assert_allclose(linear.np(x[:rows])[0], alone, rtol=1e-5, atol=1e-5)
 
 
 def test_non_contiguous_rows_and_non_finite_values() -> None:
     rng = np.random.default_rng(4)
     x = rng.standard_normal((6, 48), dtype=np.float32)[::2]  # every other row: a strided view
     w = rng.standard_normal((10, 48), dtype=np.float32)
-    np.testing.assert_allclose(matmul_wt(x, w), x @ w.T, rtol=1e-5, atol=1e-5)
+    linear = _Linear(torch.from_numpy(w))
+    np.testing.assert_allclose(linear.np(x), x @ w.T, rtol=1e-5, atol=1e-5)
     x = x.copy()
     x[1, 3] = np.nan
     x[2, 0] = np.inf
-    got = matmul_wt(x, w)
+    got = linear.np(x)
     assert np.isnan(got[1]).all()  # NaN spreads over its row and stays there: no finite-math shortcuts
     assert np.isfinite(got[0]).all()
     assert not np.isfinite(got[2]).any()
+
+
+def test_int8_weights_serve_small_products_and_float32_the_rest() -> None:
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((64, 96), dtype=np.float32)
+    linear = _Linear(torch.from_numpy(w), int8=True)
+    q, scale = quantize_rows(w)
+    dequantized = q.astype(np.float64) * scale[:, None]
+    for rows in (1, INT8_ROWS, INT8_ROWS + 1, 40):
+        x = rng.standard_normal((rows, 96), dtype=np.float32)
+        got = linear.np(x)
+        on_int8 = np.abs(got - x.astype(np.float64) @ dequantized.T).max()
+        on_float32 = np.abs(got - x.astype(np.float64) @ w.T.astype(np.float64)).max()
+        # The int8 product is off the float32 one by far more than float32 rounding, so each tells which ran.
+        assert (on_int8 < 1e-4) == (rows <= INT8_ROWS), (rows, on_int8, on_float32)
+        assert (on_float32 < 1e-4) == (rows > INT8_ROWS), (rows, on_int8, on_float32)
+    with pytest.raises(ValueError, match="on CPU from float32"):
+        _Linear(torch.zeros((4, 4), dtype=torch.float64), int8=True)
 
 
 @pytest.mark.parametrize("rows", range(1, MAX_ROWS + 1))
@@ -121,7 +144,7 @@ def test_kernels_compile_where_no_cache_can_be_written() -> None:
         "import numpy as np\n"
         "from app.providers.local.engine import _kernels as k\n"
         "k.warm_up()\n"
-        "print(k.matmul_wt(np.ones((3, 4), np.float32), np.ones((2, 4), np.float32)).tolist())\n"
+        "print(k.matmul_wt_int8(np.ones((3, 4), np.float32), *k.quantize_rows(np.ones((2, 4), np.float32))).tolist())\n"
     )
     repo = Path(__file__).resolve().parents[3]
     done = subprocess.run(

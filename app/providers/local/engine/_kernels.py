@@ -1,20 +1,18 @@
-"""CPU float32 kernels for decode steps of a few rows (numba): the matrix products, and the rest of a layer fused.
+"""CPU kernels for the engine's layers (numba): int8 matrix products of a few rows, and the rest of a layer fused.
 
 A decode step multiplies a handful of rows by every weight of the model, so it is bound by streaming the weights
-from memory. BLAS libraries pack the weights into panels on every call and reach about a third of the core's peak
-at 8 rows (OpenBLAS on the 2-core AMD EPYC we measured: 65-89 ms for SmolLM2-135M's 132M weights, 78-96 ms at 2-3
-rows, against 35 ms at 1 row). :func:`matmul_wt` reads each weight row once, straight from its ``[out, in]``
-layout, and keeps one running dot product per input row in registers (LLVM vectorises the ``in`` loop into 8-wide
-FMAs), after asking the memory system for the whole weight row up front: 31 ms at 1 row, 48-57 ms at 8.
+from memory. :func:`matmul_wt_int8` (the engine's int8 serving mode) reads each int8 weight row once, straight from
+its ``[out, in]`` layout, and keeps one running dot product per input row in registers (LLVM vectorises the ``in``
+loop into 8-wide FMAs), after asking the memory system for the whole weight row up front. Float32 products go to
+oneDNN on packed weights (:class:`app.providers.local.engine._llama._Linear`): the same loops on float32 weights
+took 42-56 ms for SmolLM2's products at 8 rows on the 2-core AMD EPYC we measured, oneDNN 22 ms.
 
 Between the products, torch spends ~5 us of dispatch per small operation; :func:`rms_norm`, :func:`add_rms_norm`
 (residual add and norm in one pass) and :func:`attend` (rotary embedding, KV-cache write and attention of every
 row) each replace several of them. Together: a SmolLM2 decode step of 8 rows from 97 ms to 66 ms.
 
 Each kernel is compiled by numba on first use, cached on disk where numba finds a writable place (else compiled in
-every process). Products of more than 8 rows (prefill, and decode steps of larger batches) go to torch's own
-matrix product (MKL, on torch's threads), whose packing pays off there: on the 2-core machine, a 17-row prefill's
-products took 44 ms there against 119 ms in numpy's OpenBLAS on the engine's one BLAS thread (bench/README.md).
+every process).
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import numpy as np
-import torch
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
@@ -73,8 +70,8 @@ _prefetch = cast(Callable[[np.ndarray, int, int], None], intrinsic(_prefetch_typ
 
 
 # One kernel per row count (1, 2, 4, 8): the running sums must be named scalars for LLVM to keep them in
-# registers, so each row count is written out. Fewer rows than a kernel's count are padded with zero rows. Each
-# compiles for float32 weights and for int8 ones (read as float32: exact for -127..127).
+# registers, so each row count is written out. Fewer rows than a kernel's count are padded with zero rows. The
+# weights are int8 (read as float32: exact for -127..127); float32 ones compile too.
 @_compiled
 def _rows1(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     n, k_size = w.shape
@@ -156,14 +153,6 @@ _KERNELS: tuple[tuple[int, Callable[[np.ndarray, np.ndarray, np.ndarray], None]]
 )
 
 
-def matmul_wt(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``x @ w.T`` for float32 ``x`` ``[m, in]`` and C-contiguous float32 ``w`` ``[out, in]``."""
-    if x.shape[0] > MAX_ROWS:
-        product: np.ndarray = torch.mm(torch.from_numpy(x), torch.from_numpy(w).t()).numpy()
-        return product
-    return _few_rows(x, w)
-
-
 def _few_rows(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``x @ w.T`` through the kernel for ``x``'s row count (at most ``MAX_ROWS``), ``x`` padded with zero rows up
     to it; ``w`` float32 or int8."""
@@ -202,7 +191,6 @@ def warm_up() -> None:
     w = np.zeros((2, _LINE_FLOATS), dtype=np.float32)
     q, scale = quantize_rows(w)
     for size, _ in _KERNELS:
-        matmul_wt(np.zeros((size, _LINE_FLOATS), dtype=np.float32), w)
         matmul_wt_int8(np.zeros((size, _LINE_FLOATS), dtype=np.float32), q, scale)
     h, out = np.ones((1, 4), dtype=np.float32), np.empty((1, 4), dtype=np.float32)
     rms_norm(h, h[0], 1e-5, out)

@@ -3,10 +3,9 @@
 Same arithmetic as transformers' ``LlamaForCausalLM`` (RMSNorm, rotary embeddings, grouped-query attention,
 SiLU MLP, LoRA added after each adapted projection as PEFT does), arranged for decode steps of a few rows:
 
-* the weights are fused (q|k|v, gate|up), ``[out, in]``: one matrix product per group. On CPU in float32 a
-  decode step's products (up to 8 rows) go through the engine's own kernels (:mod:`._kernels`: 53 ms for
-  8 rows times SmolLM2's weights on the 2-core AMD EPYC we measured, against 65-89 ms for OpenBLAS and more
-  for torch's ``linear``), larger ones (prefill) through torch's; these products are ~75% of a step;
+* the weights are fused (q|k|v, gate|up), ``[out, in]``: one matrix product per group. On CPU in float32 the
+  products go through oneDNN on weights packed once at load (:class:`_Linear`; torch's ``mm`` took 1.4-1.9x as
+  long at every row count on the 2-core AMD EPYC we measured); they are most of a pass;
 * on CPU in float32 the rest of a layer (norms with the residual add, rotary embedding, cache writes, attention)
   is one kernel call each, for decode steps and for the prefill of short prompts alike; longer prompts attend
   through torch, several of similar lengths in one padded product per layer;
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from app.providers.local.engine import _kernels as engine_kernels
-from app.providers.local.engine._kernels import MAX_ROWS, matmul_wt, matmul_wt_int8, quantize_rows
+from app.providers.local.engine._kernels import matmul_wt_int8, quantize_rows
 from app.providers.local.engine._lora import LoraWeights
 
 # (an adapter's weights, the batch rows using it or None for all of them)
@@ -42,6 +41,12 @@ _Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor
 # 5% / 1%), but grows with the square of the length (60 tokens: 1-3% slower).
 FUSED_PREFILL_COLUMNS = 40
 _MIN_COLUMNS = 128
+# oneDNN lays packed weights out for products of about this many rows; any count runs on them, and 88 to 512
+# measured alike from 1 row to 500 (8 was 25% slower at 88 rows and more).
+_PACKED_FOR_ROWS = 128
+# int8 products for at most this many rows; oneDNN's float32 ones for more (see _Linear).
+INT8_ROWS = 4
+_ONEDNN = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
 _MIN_ROWS = 4
 
 
@@ -64,32 +69,48 @@ def supports(config: Any) -> bool:
 class _Linear:
     """``x @ W.T`` for the weights ``W`` (``[out, in]`` each, concatenated along ``out``).
 
-    ``int8`` (CPU, float32 models): products of up to :data:`MAX_ROWS` rows (decode steps, short prefills) read
+    On CPU in float32 the weights are packed once, at load, into oneDNN's blocked layout and multiplied by its
+    JIT-compiled kernels (``torch.ops.mkldnn``, what torch's compiler uses for frozen linear layers); the plain copy
+    is dropped. MKL's ``torch.mm`` packs the weights again on every call: on the 2-core AMD EPYC we measured it took
+    1.4-1.9x as long at every row count from 1 to 500 (SmolLM2's layers, all 30 in memory: 88 rows 190 -> 102 ms,
+    8 rows 50 -> 22 ms, 1 row 35 -> 22 ms). The numba kernels the engine used for decode steps took 42-56 ms at 8
+    rows and ~21 ms at 1: a whole decode step of 8 rows went from 56-65 to 32-39 ms, of one row from 25-26 to
+    29-31 ms (the one case that got slower). The products release the GIL and run on torch's threads. Elsewhere
+    (other devices and dtypes, a torch without oneDNN): torch's ``linear``.
+
+    ``int8`` (CPU, float32 models): products of up to :data:`INT8_ROWS` rows (decode steps of a few streams) read
     the weights as int8, one scale per output row (:func:`matmul_wt_int8`): a quarter of the memory traffic that
-    bounds a decode step. Larger products (prefill) stay on the float32 weights, where the CPU's float32 matrix
-    product is the faster one: the mode trades memory (the int8 copy is kept beside them) for decode speed.
+    bounds them (SmolLM2's layers, same machine: 1 row 6-7 ms, 4 rows 14-15 ms against oneDNN's 18-25 ms in
+    float32). From 6 rows on oneDNN's float32 product is the faster one (8 rows: 21 against 27 ms), so the mode
+    keeps the packed float32 weights beside the int8 copy: it trades memory for the speed of small batches.
     """
 
     def __init__(self, *weights: torch.Tensor, int8: bool = False) -> None:
-        self.w = torch.cat([w.detach() for w in weights]).contiguous()
-        self._np = self.w.numpy() if _on_cpu_in_float32(self.w) else None
+        w = torch.cat([w.detach() for w in weights]).contiguous()
+        self.on_cpu_in_float32 = _on_cpu_in_float32(w)
         self._int8: tuple[np.ndarray, np.ndarray] | None = None
         if int8:
-            if self._np is None:
+            if not self.on_cpu_in_float32:
                 raise ValueError("int8 weights are served on CPU from float32 models only")
-            self._int8 = quantize_rows(self._np)
+            self._int8 = quantize_rows(w.numpy())
+        self._packed: torch.Tensor | None = None
+        self._w: torch.Tensor | None = w
+        if self.on_cpu_in_float32 and _ONEDNN:
+            self._packed, self._w = torch.ops.mkldnn._reorder_linear_weight(w, _PACKED_FOR_ROWS), None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self._np is not None:
-            return torch.from_numpy(self.np(x.numpy()))
-        return F.linear(x, self.w)
+        if self._int8 is not None and x.shape[0] <= INT8_ROWS:
+            return torch.from_numpy(matmul_wt_int8(x.numpy(), *self._int8))
+        if self._packed is not None:
+            product: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, self._packed, None, "none", [], "")
+            return product
+        assert self._w is not None
+        return F.linear(x, self._w)
 
     def np(self, x: np.ndarray) -> np.ndarray:
         """The same product on numpy arrays (CPU float32 weights only)."""
-        assert self._np is not None
-        if self._int8 is not None and x.shape[0] <= MAX_ROWS:
-            return matmul_wt_int8(x, *self._int8)
-        return matmul_wt(x, self._np)
+        product: np.ndarray = self(torch.from_numpy(x)).numpy()
+        return product
 
 
 def _on_cpu_in_float32(t: torch.Tensor) -> bool:
@@ -221,17 +242,17 @@ class LlamaRunner:
         self.final_norm = inner.norm.weight.detach()
         embed = inner.embed_tokens.weight.detach()
         self.lm_head = _Linear(model.lm_head.weight, int8=int8)
-        # Tied embeddings (SmolLM2): look tokens up in the head's copy instead of keeping both.
-        self._embed: torch.Tensor | None = None if model.lm_head.weight.data_ptr() == embed.data_ptr() else embed
+        # Kept even when tied to the head (SmolLM2): the head's packed copy cannot be indexed (+0.1 GB for SmolLM2).
+        self._embed: torch.Tensor = embed
         positions = torch.arange(self.context_length, device=embed.device).unsqueeze(0)
         cos, sin = inner.rotary_emb(embed[:1].unsqueeze(0), positions)
         half = self.head_dim // 2
         # rotate_half(x) * sin == roll(x, half) * (sin with its first half negated), exactly: one op fewer.
         self._cos, self._sin = cos[0].to(embed.dtype), torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
         self._sin = self._sin.to(embed.dtype)
-        self.fused = _on_cpu_in_float32(self.lm_head.w) if fused is None else fused
+        self.fused = self.lm_head.on_cpu_in_float32 if fused is None else fused
         if self.fused:
-            if not _on_cpu_in_float32(self.lm_head.w):
+            if not self.lm_head.on_cpu_in_float32:
                 raise ValueError("fused decode steps run on CPU in float32 only")
             engine_kernels.warm_up()
             self._np_cos, self._np_sin = self._cos.numpy(), self._sin.numpy()
@@ -372,7 +393,7 @@ class LlamaRunner:
     def _fused(self, tokens: torch.Tensor, rows: list[int], positions: list[int], groups: LoraGroups) -> np.ndarray:
         """Every layer on CPU in float32 for ``tokens``, token i in cache row ``rows[i]`` at ``positions[i]`` (a
         decode step, or a prefill of short prompts, each prompt's tokens in order): the products through
-        :func:`matmul_wt`, norms, residual adds and attention (rotary embedding and cache writes included) each one
+        :class:`_Linear`, norms, residual adds and attention (rotary embedding and cache writes included) each one
         kernel call, SiLU and LoRA on torch views of the same memory. Returns the final norm's output."""
         keys, values = self.cache.k.numpy(), self.cache.v.numpy()
         at = np.asarray(positions, dtype=np.int64)
@@ -409,9 +430,7 @@ class LlamaRunner:
 
     # -- the layers --------------------------------------------------------------------------------------------
     def _embedding(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self._embed is not None:
-            return self._embed[tokens]
-        return self.lm_head.w.index_select(0, tokens)
+        return self._embed.index_select(0, tokens)
 
     def _layers(
         self,
