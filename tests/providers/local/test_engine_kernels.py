@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from app.providers.local.engine import _llama
 from app.providers.local.engine._kernels import (
     MAX_ROWS,
     add_rms_norm,
@@ -59,6 +60,20 @@ def test_non_contiguous_rows_and_non_finite_values() -> None:
     assert np.isnan(got[1]).all()  # NaN spreads over its row and stays there: no finite-math shortcuts
     assert np.isfinite(got[0]).all()
     assert not np.isfinite(got[2]).any()
+
+
+def test_without_onednn_the_products_are_torchs_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A torch build or CPU without oneDNN's packed product: the same numbers through torch's linear.
+    rng = np.random.default_rng(8)
+    w = torch.from_numpy(rng.standard_normal((40, 24), dtype=np.float32))
+    x = rng.standard_normal((5, 24), dtype=np.float32)
+    packed = _Linear(w)
+    assert _llama.onednn_packs() and packed._packed is not None and packed._w is None  # this machine packs
+    monkeypatch.setattr(_llama, "onednn_packs", lambda: False)
+    plain = _Linear(w)
+    assert plain._packed is None
+    np.testing.assert_allclose(plain.np(x), packed.np(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(plain.np(x), x @ w.numpy().T, rtol=1e-5, atol=1e-5)
 
 
 def test_int8_weights_serve_small_products_and_float32_the_rest() -> None:

@@ -20,6 +20,8 @@ Models this does not cover (other architectures, biases, dynamic RoPE) are serve
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,8 @@ import torch.nn.functional as F
 from app.providers.local.engine import _kernels as engine_kernels
 from app.providers.local.engine._kernels import matmul_wt_int8, quantize_rows
 from app.providers.local.engine._lora import LoraWeights
+
+log = logging.getLogger(__name__)
 
 # (an adapter's weights, the batch rows using it or None for all of them)
 LoraGroups = Sequence[tuple[LoraWeights, torch.Tensor | None]]
@@ -46,7 +50,6 @@ _MIN_COLUMNS = 128
 _PACKED_FOR_ROWS = 128
 # int8 products for at most this many rows; oneDNN's float32 ones for more (see _Linear).
 INT8_ROWS = 4
-_ONEDNN = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
 _MIN_ROWS = 4
 
 
@@ -95,7 +98,7 @@ class _Linear:
             self._int8 = quantize_rows(w.numpy())
         self._packed: torch.Tensor | None = None
         self._w: torch.Tensor | None = w
-        if self.on_cpu_in_float32 and _ONEDNN:
+        if self.on_cpu_in_float32 and onednn_packs():
             self._packed, self._w = torch.ops.mkldnn._reorder_linear_weight(w, _PACKED_FOR_ROWS), None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,6 +114,22 @@ class _Linear:
         """The same product on numpy arrays (CPU float32 weights only)."""
         product: np.ndarray = self(torch.from_numpy(x)).numpy()
         return product
+
+
+@functools.cache
+def onednn_packs() -> bool:
+    """Whether this torch build and CPU multiply float32 on oneDNN's packed weights (x86 builds do); where not, the
+    engine's products are torch's ``linear``, as on other devices."""
+    if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
+        log.warning("torch has no oneDNN here: the engine's float32 products use torch's linear")
+        return False
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(torch.ones(2, 2), _PACKED_FOR_ROWS)
+        torch.ops.mkldnn._linear_pointwise(torch.ones(1, 2), packed, None, "none", [], "")
+    except RuntimeError:
+        log.warning("oneDNN cannot pack float32 weights on this CPU: the engine's products use torch's linear")
+        return False
+    return True
 
 
 def _on_cpu_in_float32(t: torch.Tensor) -> bool:
