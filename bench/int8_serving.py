@@ -1,7 +1,7 @@
 """Benchmark: the local engine's int8 serving mode (``FTGW_ENGINE_INT8_MODELS``) against float32, speed and quality.
 
-Two engines in this process on smollm2-135m-instruct, one float32 and one reading int8 weights in its decode steps
-(and short prefills), measured in the same run, leg by leg alternately:
+One engine in this process serves smollm2-135m-instruct under two names, float32 and on int8 weights (its products of
+up to 4 rows: decode steps of a few streams), measured in the same run, leg by leg alternately:
 
 * **speed**: greedy streams of 64 tokens from ``vllm_serving.py``'s mid-sentence openings, at 1, 8 and 16 streams:
   tokens per second and time to the first token (p50);
@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,12 +48,22 @@ from app.providers.local.base_models import SMOLLM2, BaseModelStore  # noqa: E40
 from app.providers.local.engine import Engine, GenerationRequest  # noqa: E402
 
 TOKENS = 64
+INT8_NAME = f"{SMOLLM2}-int8"  # smollm2 again, under a name the engine serves on int8 weights
 
 
-async def stream(engine: Engine, prompt: str, started: float) -> tuple[int, float]:
+@dataclass(frozen=True)
+class Served:
+    """One of the two ways the engine serves smollm2: the model name it is served under (float32, or int8)."""
+
+    engine: Engine
+    model: str
+
+
+async def stream(served: Served, prompt: str, started: float) -> tuple[int, float]:
     """One greedy stream of ``TOKENS`` tokens from ``prompt``: its tokens, and its first token's time since
     ``started``."""
-    request = GenerationRequest(SMOLLM2, engine.encode_text(SMOLLM2, prompt), max_new_tokens=TOKENS, temperature=0.0)
+    engine, model = served.engine, served.model
+    request = GenerationRequest(model, engine.encode_text(model, prompt), max_new_tokens=TOKENS, temperature=0.0)
     tokens, first = 0, 0.0
     async for chunk in engine.generate(request):
         if not tokens:
@@ -61,23 +72,23 @@ async def stream(engine: Engine, prompt: str, started: float) -> tuple[int, floa
     return tokens, first
 
 
-async def streams(engine: Engine, count: int) -> tuple[float, list[float]]:
+async def streams(served: Served, count: int) -> tuple[float, list[float]]:
     """``count`` greedy streams of ``TOKENS`` tokens at once: tokens per second, and each stream's first-token time."""
     started = time.perf_counter()
-    made = await asyncio.gather(*(stream(engine, PROMPTS[i % len(PROMPTS)], started) for i in range(count)))
+    made = await asyncio.gather(*(stream(served, PROMPTS[i % len(PROMPTS)], started) for i in range(count)))
     return sum(n for n, _ in made) / (time.perf_counter() - started), [first for _, first in made]
 
 
-async def speed(engines: dict[str, Engine], rounds: int) -> None:
-    for engine in engines.values():
-        await streams(engine, 2)  # load, compile, warm
+async def speed(engines: dict[str, Served], rounds: int) -> None:
+    for served in engines.values():
+        await streams(served, 2)  # load, compile, warm
     print(f"\n{'streams':>7} {'float32 tok/s':>14} {'int8 tok/s':>11} {'ratio':>6} {'TTFT p50 f32':>13} {'int8':>8}")
     for count in (1, 8, 16):
         rates: dict[str, list[float]] = {name: [] for name in engines}
         firsts: dict[str, list[float]] = {name: [] for name in engines}
         for _ in range(rounds):  # alternately, so drift in the machine's speed falls on both
-            for name, engine in engines.items():
-                rate, first = await streams(engine, count)
+            for name, served in engines.items():
+                rate, first = await streams(served, count)
                 rates[name].append(rate)
                 firsts[name] += first
         f32, q8 = statistics.median(rates["float32"]), statistics.median(rates["int8"])
@@ -89,12 +100,12 @@ async def speed(engines: dict[str, Engine], rounds: int) -> None:
         )
 
 
-async def one_stream(engine: Engine) -> tuple[float, float]:
+async def one_stream(served: Served) -> tuple[float, float]:
     """One stream at a time over every opening: the median tokens per second and time to the first token."""
     runs = []
     for prompt in PROMPTS:
         started = time.perf_counter()
-        tokens, first = await stream(engine, prompt, started)
+        tokens, first = await stream(served, prompt, started)
         runs.append((tokens / (time.perf_counter() - started), first))
     return statistics.median(r for r, _ in runs), statistics.median(f for _, f in runs)
 
@@ -106,12 +117,12 @@ def llama_cpp(python: str, gguf: Path) -> tuple[float, float]:
     return float(result["tok_s"]), float(result["ttft_s"])
 
 
-async def against_llama_cpp(engines: dict[str, Engine], python: str, ggufs: list[Path], rounds: int) -> None:
+async def against_llama_cpp(engines: dict[str, Served], python: str, ggufs: list[Path], rounds: int) -> None:
     legs: dict[str, list[tuple[float, float]]] = {f"ftgw {name}": [] for name in engines}
     legs |= {f"llama.cpp {g.stem}": [] for g in ggufs}
     for _ in range(rounds):  # alternately
-        for name, engine in engines.items():
-            legs[f"ftgw {name}"].append(await one_stream(engine))
+        for name, served in engines.items():
+            legs[f"ftgw {name}"].append(await one_stream(served))
         for gguf in ggufs:
             legs[f"llama.cpp {gguf.stem}"].append(llama_cpp(python, gguf))
     print(f"\none stream, {len(PROMPTS)} openings x {TOKENS} tokens, {rounds} rounds")
@@ -121,22 +132,24 @@ async def against_llama_cpp(engines: dict[str, Engine], python: str, ggufs: list
         print(f"{name:<32} {rate:>7.1f} {first * 1e3:>6.0f} ms", flush=True)
 
 
-async def score(engine: Engine, adapter: Path, task: Task) -> float:
+async def score(served: Served, adapter: Path, task: Task) -> float:
     """``learning_quality.score`` through the engine: greedy first token against the label's, or the stop marker
     within 32 tokens."""
 
+    engine, model = served.engine, served.model
+
     async def one(row: dict[str, object]) -> int:
         if task.kind == "chat":
-            ids = engine.encode_chat(SMOLLM2, row["messages"])  # type: ignore[arg-type]
+            ids = engine.encode_chat(model, row["messages"])  # type: ignore[arg-type]
         else:
-            ids = engine.encode_text(SMOLLM2, str(row["prompt"]))
+            ids = engine.encode_text(model, str(row["prompt"]))
         if task.kind == "classify":
             label = str(row["completion"]).removesuffix(" END")
-            want = engine.encode_text(SMOLLM2, label)[0]
-            request = GenerationRequest(SMOLLM2, ids, adapter=adapter, max_new_tokens=1, temperature=0.0)
+            want = engine.encode_text(model, label)[0]
+            request = GenerationRequest(model, ids, adapter=adapter, max_new_tokens=1, temperature=0.0)
             chunks = [c async for c in engine.generate(request)]
             return int(chunks[0].token_ids[0] == want)
-        request = GenerationRequest(SMOLLM2, ids, adapter=adapter, max_new_tokens=32, temperature=0.0)
+        request = GenerationRequest(model, ids, adapter=adapter, max_new_tokens=32, temperature=0.0)
         text = "".join([c.text async for c in engine.generate(request)])
         return int(("**STOP**" if task.kind == "chat" else "END") in text)
 
@@ -144,7 +157,7 @@ async def score(engine: Engine, adapter: Path, task: Task) -> float:
     return sum(good) / len(task.test)
 
 
-async def quality(engines: dict[str, Engine], base: Path, names: list[str]) -> None:
+async def quality(engines: dict[str, Served], base: Path, names: list[str]) -> None:
     tasks = build_tasks()
     print(f"\n{'task':>10} {'test rows':>9} {'float32':>8} {'int8':>8} {'points':>7}  (goal: within 1 point)")
     with tempfile.TemporaryDirectory(prefix="ftgw-int8-") as tmp:
@@ -168,22 +181,24 @@ async def main() -> None:
     parser.add_argument("--cache", default=os.environ.get("FTGW_TEST_MODEL_CACHE", str(default_cache)))
     args = parser.parse_args()
 
-    store = BaseModelStore(Path(args.cache))
-    base = store.resolve(SMOLLM2)
-    print(f"load average {os.getloadavg()[0]:.2f}, {len(os.sched_getaffinity(0))} cores", flush=True)
-    # Each engine hears, as in the server, that no call is on its way: a lone stream does not wait for a burst.
-    engines = {
-        "float32": Engine(store, traffic=InFlight()),
-        "int8": Engine(store, traffic=InFlight(), int8_models=frozenset({SMOLLM2})),
-    }
-    try:
-        await speed(engines, args.rounds)
-        if args.llama_cpp:
-            await against_llama_cpp(engines, args.llama_cpp, args.gguf, max(2, args.rounds - 1))
-        if not args.skip_quality:
-            await quality(engines, base, args.tasks.split(","))
-    finally:
-        for engine in engines.values():
+    with tempfile.TemporaryDirectory(prefix="ftgw-int8-model-") as extra:
+        # One engine serves smollm2 under two names, float32 and int8: a second engine would be a second thread
+        # running torch, with its own OpenMP threads, and two teams on two cores slowed the float32 engine's one
+        # stream by a quarter (32 -> 25 tok/s, measured): a server has one engine thread.
+        store = BaseModelStore(Path(args.cache), Path(extra))
+        base = store.resolve(SMOLLM2)
+        (Path(extra) / INT8_NAME).symlink_to(base, target_is_directory=True)
+        print(f"load average {os.getloadavg()[0]:.2f}, {len(os.sched_getaffinity(0))} cores", flush=True)
+        # The engine hears, as in the server, that no call is on its way: a lone stream does not wait for a burst.
+        engine = Engine(store, traffic=InFlight(), int8_models=frozenset({INT8_NAME}))
+        engines = {"float32": Served(engine, SMOLLM2), "int8": Served(engine, INT8_NAME)}
+        try:
+            await speed(engines, args.rounds)
+            if args.llama_cpp:
+                await against_llama_cpp(engines, args.llama_cpp, args.gguf, max(2, args.rounds - 1))
+            if not args.skip_quality:
+                await quality(engines, base, args.tasks.split(","))
+        finally:
             await engine.close()
 
 

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--quantize-to")
     parser.add_argument("--type", choices=["q8_0", "q4_k_m"], default="q8_0")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # options may come between the model and the prompts
 
     if args.quantize_to:
         quantize(args.model, args.quantize_to, args.type, args.threads)
