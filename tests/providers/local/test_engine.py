@@ -326,9 +326,9 @@ def test_fused_prefill_and_decode_steps_match_torch_operations(tiny_path: Path, 
 
     projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     adapter = random_adapter(tiny_path, tmp_path / "all", 11, target_modules=projections)
-    lora = load_lora(adapter, dtype=torch.float32, device=torch.device("cpu"))
     model = load_causal_lm(tiny_path, torch.float32, torch.device("cpu")).eval()
     runners = [LlamaRunner(model, fused=True), LlamaRunner(model, fused=False)]
+    lora = runners[0].fuse_lora(load_lora(adapter, dtype=torch.float32, device=torch.device("cpu")))
     prompts = [[5, 9, 2, 7], [5, 9, 3], [8, 1, 1, 4, 4, 6], [2]]
     on_lora = torch.tensor([0, 2])
     lengths = [len(p) for p in prompts]
@@ -378,7 +378,7 @@ def test_padded_prefill_attention_matches_attention_prompt_by_prompt(
         with torch.inference_mode():
             runner.prefill([prefix], [5], [0], [])
             runner.cache.copy_prefix(5, [1], len(prefix))
-            logits = runner.prefill(prompts, rows, cached, [(lora, token_rows)])
+            logits = runner.prefill(prompts, rows, cached, [(runner.fuse_lora(lora), token_rows)])
         results.append((logits, runner.cache.k.clone(), runner.cache.v.clone()))
     (logits, k, v), (want, want_k, want_v) = results
     torch.testing.assert_close(logits, want, rtol=1e-4, atol=1e-4)
@@ -500,16 +500,16 @@ async def test_the_wait_for_a_burst_ends_once_no_call_is_on_its_way(store: BaseM
 
 
 def adapter_for_another_base(tiny_path: Path, folder: Path) -> Path:
-    """A LoRA adapter whose q_proj A matrices take a wider input than the tiny model's hidden size, as an adapter
-    trained on a bigger base of the same family would: it loads, and fails in the forward pass of its rows."""
+    """A LoRA adapter whose A matrices take a wider input than the tiny model's projections, as an adapter trained on
+    a bigger base of the same family would: it loads, and fails in the forward pass of its rows."""
     from safetensors.torch import load_file, save_file
 
     random_adapter(tiny_path, folder, 5)
     weights = folder / "adapter_model.safetensors"
     tensors = load_file(str(weights))
-    for key in [k for k in tensors if "q_proj.lora_A" in k]:
-        rank, hidden = tensors[key].shape
-        tensors[key] = torch.randn(rank, hidden + 32)
+    for key in [k for k in tensors if "lora_A" in k]:
+        rank, width = tensors[key].shape
+        tensors[key] = torch.randn(rank, width + 32)
     save_file(tensors, str(weights))
     return folder
 
@@ -576,12 +576,12 @@ async def test_a_failing_decode_step_is_redone_sequence_by_sequence(
     streams = [engine.generate(r) for r in requests]
     firsts = [[await anext(s)] for s in streams]  # all three running in one batch now
     # A fault only a decode step meets: adapters[1]'s weights, as loaded, corrupted in memory.
-    from app.providers.local.engine._lora import LoraModule
+    from app.providers.local.engine._lora import FusedModule
 
     slot: Any = engine._slots[TINY]
     loaded = slot._loras[slot.adapters[adapters[1].resolve()]]
     for key, module in list(loaded.items()):
-        loaded[key] = LoraModule(torch.randn(module.a.shape[0] + 8, module.a.shape[1]), module.b, module.scaling)
+        loaded[key] = FusedModule(torch.randn(module.a.shape[0] + 8, module.a.shape[1]), module.b)
     rest = await asyncio.gather(*(outcome_of(s) for s in streams))
     assert isinstance(rest[1], GenerationFailed)
     assert_same_generations([alone[0], alone[2]], [firsts[0] + rest[0], firsts[2] + rest[2]])  # type: ignore[operator]

@@ -167,3 +167,31 @@ def test_kernels_compile_where_no_cache_can_be_written() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str([[4.0, 4.0]] * 3)
+
+
+def test_a_groups_fused_lora_is_each_projections_own_and_a_misfit_is_refused() -> None:
+    from app.providers.local.engine._lora import LoraModule, UnsupportedAdapter, fuse
+
+    rng = torch.Generator().manual_seed(9)
+    hidden, widths = 12, {"q_proj": 12, "k_proj": 4, "v_proj": 4}
+    # q and v adapted (ranks 3 and 5), k not: its columns of the fused output get nothing.
+    weights = {
+        (0, "q_proj"): LoraModule(torch.randn(hidden, 3, generator=rng), torch.randn(3, 12, generator=rng), 0.5),
+        (0, "v_proj"): LoraModule(torch.randn(hidden, 5, generator=rng), torch.randn(5, 4, generator=rng), 2.0),
+    }
+    groups = {"qkv": tuple(widths.items())}
+    fused = fuse(weights, groups, layers=2)
+    assert set(fused) == {(0, "qkv")}  # layer 1 has no LoRA at all
+    x = torch.randn(7, hidden, generator=rng)
+    got = torch.mm(torch.mm(x, fused[0, "qkv"].a), fused[0, "qkv"].b)
+    q, v = weights[0, "q_proj"], weights[0, "v_proj"]
+    torch.testing.assert_close(got[:, :12], torch.mm(torch.mm(x, q.a), q.b) * q.scaling)
+    torch.testing.assert_close(got[:, 12:16], torch.zeros(7, 4))
+    torch.testing.assert_close(got[:, 16:], torch.mm(torch.mm(x, v.a), v.b) * v.scaling)
+    # An adapter trained on another base: a projection's output width, or its input, does not fit.
+    wrong = {**weights, (0, "v_proj"): LoraModule(torch.randn(hidden, 5), torch.randn(5, 6), 2.0)}
+    with pytest.raises(UnsupportedAdapter, match="layer 0 v_proj"):
+        fuse(wrong, groups, layers=1)
+    wrong = {**weights, (0, "v_proj"): LoraModule(torch.randn(hidden + 8, 5), torch.randn(5, 4), 2.0)}
+    with pytest.raises(UnsupportedAdapter, match="another base model"):
+        fuse(wrong, groups, layers=1)

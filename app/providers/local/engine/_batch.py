@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from app.observability import metrics
 from app.providers.local.engine._llama import LlamaRunner, LoraGroups, supports
-from app.providers.local.engine._lora import LoraWeights, load_lora
+from app.providers.local.engine._lora import FusedLora, load_lora
 from app.providers.local.hf import LOADING, load_causal_lm, quiet_peft
 
 log = logging.getLogger(__name__)
@@ -134,12 +134,12 @@ class LlamaSlot(Slot):
         super().__init__(model, tokenizer, max_adapters=max_adapters)
         self._runner = LlamaRunner(model, int8=int8)  # holds what it needs: the transformers model is dropped
         self._dtype, self._device = model.dtype, model.device
-        self._loras: dict[str, LoraWeights] = {}
+        self._loras: dict[str, FusedLora] = {}
         self._rows = 0
         self._groups: tuple[tuple[str, ...], LoraGroups] = ((), [])
 
     def _load_adapter(self, path: Path, name: str) -> None:
-        self._loras[name] = load_lora(path, dtype=self._dtype, device=self._device)
+        self._loras[name] = self._runner.fuse_lora(load_lora(path, dtype=self._dtype, device=self._device))
 
     def _unload_adapter(self, name: str) -> None:
         del self._loras[name]

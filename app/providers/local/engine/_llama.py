@@ -32,12 +32,12 @@ import torch.nn.functional as F
 
 from app.providers.local.engine import _kernels as engine_kernels
 from app.providers.local.engine._kernels import matmul_wt_int8, quantize_rows
-from app.providers.local.engine._lora import LoraWeights
+from app.providers.local.engine._lora import FusedLora, LoraWeights, fuse
 
 log = logging.getLogger(__name__)
 
-# (an adapter's weights, the batch rows using it or None for all of them)
-LoraGroups = Sequence[tuple[LoraWeights, torch.Tensor | None]]
+# (an adapter's weights, by group of projections, and the batch rows using it or None for all of them)
+LoraGroups = Sequence[tuple[FusedLora, torch.Tensor | None]]
 _Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 # On CPU in float32, prompts that end within this many positions are prefilled through the fused kernels, as
 # decode steps are: their attention, a loop over each token's columns, costs less than the dozen small torch
@@ -279,6 +279,18 @@ class LlamaRunner:
             len(self.layers), self.kv_heads, self.head_dim, self.context_length, embed.dtype, embed.device
         )
 
+    def fuse_lora(self, weights: LoraWeights) -> FusedLora:
+        """An adapter's weights by this model's groups of projections (q|k|v, o, gate|up, down): what
+        :meth:`prefill` and :meth:`decode` take in their LoRA groups."""
+        q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        groups = {
+            "qkv": (("q_proj", q_width), ("k_proj", kv_width), ("v_proj", kv_width)),
+            "o": (("o_proj", self.hidden),),
+            "gate_up": (("gate_proj", self.intermediate), ("up_proj", self.intermediate)),
+            "down": (("down_proj", self.hidden),),
+        }
+        return fuse(weights, groups, len(self.layers))
+
     # -- the two entry points ----------------------------------------------------------------------------------
     def prefill(self, prompts: list[list[int]], rows: list[int], cached: list[int], groups: LoraGroups) -> torch.Tensor:
         """Run several prompts in one pass: prompt j's tokens go to cache row ``rows[j]`` after the ``cached[j]``
@@ -421,28 +433,25 @@ class LlamaRunner:
         x = np.empty_like(h)
         attn = np.empty((len(tokens), self.heads * self.head_dim), dtype=np.float32)
         act = torch.empty((len(tokens), self.intermediate), dtype=torch.float32)
-        q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        qkv_parts = (("q_proj", 0), ("k_proj", q_width), ("v_proj", q_width + kv_width))
-        gate_up_parts = (("gate_proj", 0), ("up_proj", self.intermediate))
         engine_kernels.rms_norm(h, self.layers[0].input_norm.numpy(), self.eps, x)
         for i, layer in enumerate(self.layers):
             qkv = layer.qkv.np(x)
             if groups:
-                _add_lora(torch.from_numpy(qkv), torch.from_numpy(x), i, groups, qkv_parts)
+                _add_lora(torch.from_numpy(qkv), torch.from_numpy(x), i, groups, "qkv")
             engine_kernels.attend(
                 qkv, self._np_cos, self._np_sin, keys, values, i, token_rows, at, self.heads, self.scale, attn
             )
             out = layer.o.np(attn)
             if groups:
-                _add_lora(torch.from_numpy(out), torch.from_numpy(attn), i, groups, (("o_proj", 0),))
+                _add_lora(torch.from_numpy(out), torch.from_numpy(attn), i, groups, "o")
             engine_kernels.add_rms_norm(h, out, layer.post_norm.numpy(), self.eps, x)
             gate_up = torch.from_numpy(layer.gate_up.np(x))
             if groups:
-                _add_lora(gate_up, torch.from_numpy(x), i, groups, gate_up_parts)
+                _add_lora(gate_up, torch.from_numpy(x), i, groups, "gate_up")
             torch.mul(F.silu(gate_up[:, : self.intermediate]), gate_up[:, self.intermediate :], out=act)
             out = layer.down.np(act.numpy())
             if groups:
-                _add_lora(torch.from_numpy(out), act, i, groups, (("down_proj", 0),))
+                _add_lora(torch.from_numpy(out), act, i, groups, "down")
             norm = self.layers[i + 1].input_norm if i + 1 < len(self.layers) else self.final_norm
             engine_kernels.add_rms_norm(h, out, norm.numpy(), self.eps, x)
         return x
@@ -474,7 +483,7 @@ class LlamaRunner:
         for i, layer in enumerate(self.layers):
             qkv = layer.qkv(x)
             if groups:
-                _add_lora(qkv, x, i, groups, (("q_proj", 0), ("k_proj", q_width), ("v_proj", q_width + kv_width)))
+                _add_lora(qkv, x, i, groups, "qkv")
             # Rotary embedding of queries and keys at once: x * cos + rotate_half(x) * sin.
             qk = qkv[:, : q_width + kv_width].view(n, heads + kv_heads, d)
             qk = qk * cos + torch.roll(qk, half, dims=-1) * sin
@@ -482,15 +491,15 @@ class LlamaRunner:
             attn = attend(i, qk[:, :heads], qk[:, heads:], v)
             out = layer.o(attn)
             if groups:
-                _add_lora(out, attn, i, groups, (("o_proj", 0),))
+                _add_lora(out, attn, i, groups, "o")
             h, x = self._add_norm(h, out, layer.post_norm, x)
             gate_up = layer.gate_up(x)
             if groups:
-                _add_lora(gate_up, x, i, groups, (("gate_proj", 0), ("up_proj", self.intermediate)))
+                _add_lora(gate_up, x, i, groups, "gate_up")
             act = F.silu(gate_up[:, : self.intermediate], inplace=True).mul_(gate_up[:, self.intermediate :])
             out = layer.down(act)
             if groups:
-                _add_lora(out, act, i, groups, (("down_proj", 0),))
+                _add_lora(out, act, i, groups, "down")
             h, x = self._add_norm(h, out, norms[i], x)
         return x
 
@@ -505,19 +514,13 @@ class LlamaRunner:
         return h, _rms_norm(h, weight, self.eps)
 
 
-def _add_lora(
-    out: torch.Tensor, x: torch.Tensor, layer: int, groups: LoraGroups, parts: tuple[tuple[str, int], ...]
-) -> None:
-    """``out[rows, cols] += (x[rows] @ A) @ B * scaling`` for each adapter group and each adapted projection."""
-    for weights, rows in groups:
-        sub = x if rows is None else x.index_select(0, rows)
-        for name, start in parts:
-            module = weights.get((layer, name))
-            if module is None:
-                continue
-            delta = torch.mm(torch.mm(sub, module.a), module.b) * module.scaling
-            target = out[:, start : start + delta.shape[1]]
-            if rows is None:
-                target += delta
-            else:
-                target.index_add_(0, rows, delta)
+def _add_lora(out: torch.Tensor, x: torch.Tensor, layer: int, groups: LoraGroups, group: str) -> None:
+    """``out[rows] += (x[rows] @ a) @ b`` for each adapter's LoRA of ``layer``'s ``group`` of projections."""
+    for lora, rows in groups:
+        module = lora.get((layer, group))
+        if module is None:
+            continue
+        if rows is None:
+            out.addmm_(torch.mm(x, module.a), module.b)
+        else:
+            out.index_add_(0, rows, torch.mm(torch.mm(x.index_select(0, rows), module.a), module.b))

@@ -52,6 +52,49 @@ class LoraModule:
 LoraWeights = dict[tuple[int, str], LoraModule]
 
 
+@dataclass(frozen=True, slots=True)
+class FusedModule:
+    """The LoRA of projections that share their input and whose outputs are concatenated (q|k|v, gate|up), as one
+    pair of products: ``delta = (x @ a) @ b`` with the ranks side by side, ``a`` ``[in, r1 + r2 + ...]``, and ``b``
+    ``[r1 + r2 + ..., out]`` block-diagonal, each projection's block scaled, zeros where a projection is not adapted."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+
+
+# (layer index, group name) -> the group's LoRA, for the groups the adapter adapts any projection of
+FusedLora = dict[tuple[int, str], FusedModule]
+
+
+def fuse(weights: LoraWeights, groups: dict[str, tuple[tuple[str, int], ...]], layers: int) -> FusedLora:
+    """``weights`` by group of projections: ``groups`` maps a group's name to its projections and their output widths,
+    in the order of the fused output. Two products per group instead of two per projection: a decode step or a
+    prefill of a LoRA row ran ~28 small torch operations per layer, now ~8."""
+    fused: FusedLora = {}
+    for layer in range(layers):
+        for group, parts in groups.items():
+            present = [(name, weights[layer, name]) for name, _ in parts if (layer, name) in weights]
+            if not present:
+                continue
+            width_of = dict(parts)
+            for name, module in present:
+                if module.b.shape[1] != width_of[name] or module.a.shape[0] != present[0][1].a.shape[0]:
+                    raise UnsupportedAdapter(
+                        f"layer {layer} {name}: the adapter's LoRA ({module.a.shape[0]} -> {module.b.shape[1]}) "
+                        "does not fit this base model's projection; was it trained on another base model?"
+                    )
+            a = torch.cat([module.a for _, module in present], dim=1)
+            b = a.new_zeros((a.shape[1], sum(width for _, width in parts)))
+            rank_at = 0
+            for name, module in present:
+                column = sum(width for part, width in parts[: [p for p, _ in parts].index(name)])
+                rank = module.a.shape[1]
+                b[rank_at : rank_at + rank, column : column + module.b.shape[1]] = module.b * module.scaling
+                rank_at += rank
+            fused[layer, group] = FusedModule(a.contiguous(), b)
+    return fused
+
+
 def load_lora(folder: Path, *, dtype: torch.dtype, device: torch.device) -> LoraWeights:
     """Read ``folder``'s adapter weights and scalings the way PEFT computes them (``rank_pattern``,
     ``alpha_pattern`` and rsLoRA included)."""
