@@ -85,12 +85,13 @@ def fuse(weights: LoraWeights, groups: dict[str, tuple[tuple[str, int], ...]], l
                     )
             a = torch.cat([module.a for _, module in present], dim=1)
             b = a.new_zeros((a.shape[1], sum(width for _, width in parts)))
-            rank_at = 0
-            for name, module in present:
-                column = sum(width for part, width in parts[: [p for p, _ in parts].index(name)])
-                rank = module.a.shape[1]
-                b[rank_at : rank_at + rank, column : column + module.b.shape[1]] = module.b * module.scaling
-                rank_at += rank
+            rank_at = column = 0
+            for name, width in parts:  # each adapted projection's block: its ranks' rows, its output's columns
+                if (adapted := weights.get((layer, name))) is not None:
+                    rank = adapted.a.shape[1]
+                    b[rank_at : rank_at + rank, column : column + width] = adapted.b * adapted.scaling
+                    rank_at += rank
+                column += width
             fused[layer, group] = FusedModule(a.contiguous(), b)
     return fused
 
